@@ -1,0 +1,62 @@
+"""Integer-only rANS kernels (numba-compiled), the hot loops of the ``rans`` stage.
+
+State: 64-bit, kept in [2**31, 2**63); I/O in 32-bit words; frequencies sum to 2**P
+(P <= 20). The encoder walks the symbols backwards so the decoder reads forwards.
+See spec/FORMAT.md, "rans", for the normative description.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+RANS_L = np.uint64(1 << 31)
+
+
+@njit(cache=True, nogil=True)
+def encode(symbols: np.ndarray, freq: np.ndarray, cum: np.ndarray, precision: int) -> tuple[np.uint64, np.ndarray]:  # pragma: no cover - compiled
+    n = symbols.shape[0]
+    words = np.empty(n + 1, dtype=np.uint32)
+    count = 0
+    x = np.uint64(1 << 31)
+    p = np.uint64(precision)
+    shift_base = np.uint64(63 - precision)
+    mask32 = np.uint64(0xFFFFFFFF)
+    for i in range(n - 1, -1, -1):
+        s = symbols[i]
+        f = np.uint64(freq[s])
+        x_max = f << shift_base
+        if x >= x_max:
+            words[count] = np.uint32(x & mask32)
+            count += 1
+            x = x >> np.uint64(32)
+        q = x // f
+        x = (q << p) + (x - q * f) + np.uint64(cum[s])
+    out = words[:count][::-1].copy()
+    return x, out
+
+
+@njit(cache=True, nogil=True)
+def decode(
+    state: np.uint64, words: np.ndarray, n: int, freq: np.ndarray, cum: np.ndarray, lut: np.ndarray, precision: int
+) -> tuple[np.ndarray, int, np.uint64]:  # pragma: no cover - compiled
+    """Returns (symbols, words consumed, final state); a sound stream ends at state 2**31
+    with every word consumed. Reading past the end returns -1 as the word count."""
+    out = np.empty(n, dtype=np.int32)
+    x = np.uint64(state)
+    p = np.uint64(precision)
+    mask = np.uint64((1 << precision) - 1)
+    low = np.uint64(1 << 31)
+    pos = 0
+    nwords = words.shape[0]
+    for i in range(n):
+        slot = x & mask
+        s = lut[slot]
+        out[i] = s
+        x = np.uint64(freq[s]) * (x >> p) + slot - np.uint64(cum[s])
+        if x < low:
+            if pos >= nwords:
+                return out, -1, x
+            x = (x << np.uint64(32)) | np.uint64(words[pos])
+            pos += 1
+    return out, pos, x

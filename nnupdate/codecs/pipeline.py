@@ -1,0 +1,97 @@
+"""Running a tensor's stage list forwards (encode) and backwards (decode)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import CodecError, FormatError
+from .base import ArraySpec, ArrayToArray, ArrayToBytes, BytesToBytes, Stage
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated stage list: array→array*, one array→bytes, bytes→bytes*."""
+
+    stages: tuple[Stage, ...]
+
+    def __post_init__(self) -> None:
+        kinds = [type(s) for s in self.stages]
+        a2b = [i for i, s in enumerate(self.stages) if isinstance(s, ArrayToBytes)]
+        if len(a2b) != 1:
+            raise FormatError(f"a pipeline needs exactly one array->bytes stage, has {len(a2b)}")
+        k = a2b[0]
+        if not all(isinstance(s, ArrayToArray) for s in self.stages[:k]) or not all(
+            isinstance(s, BytesToBytes) for s in self.stages[k + 1 :]
+        ):
+            raise FormatError(f"stages out of order: {[c.__name__ for c in kinds]}")
+
+    @property
+    def array_stages(self) -> tuple[ArrayToArray, ...]:
+        return tuple(s for s in self.stages if isinstance(s, ArrayToArray))
+
+    @property
+    def serializer(self) -> ArrayToBytes:
+        return next(s for s in self.stages if isinstance(s, ArrayToBytes))
+
+    @property
+    def byte_stages(self) -> tuple[BytesToBytes, ...]:
+        return tuple(s for s in self.stages if isinstance(s, BytesToBytes))
+
+    @property
+    def lossless(self) -> bool:
+        return all(s.lossless for s in self.stages)
+
+    def describe(self) -> str:
+        return " | ".join(s.describe() for s in self.stages)
+
+
+def run_array_stages(stages: Sequence[ArrayToArray], values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, ArraySpec, list[Stage]]:
+    """Encode through the array→array prefix; returns output, its spec and resolved stages."""
+    if dtypes.is_float(spec.dtype) and values.dtype != np.float64:
+        values = dtypes.to_float64(values, spec.dtype)
+    resolved: list[Stage] = []
+    for stage in stages:
+        values, done = stage.encode(values, spec)
+        resolved.append(done)
+        spec = done.encoded_spec(spec)
+        if values.shape != spec.shape:
+            raise CodecError(f"{stage.name}: produced shape {values.shape}, declared {spec.shape}")
+    return values, spec, resolved
+
+
+def run_tail(tail: Sequence[Stage], values: np.ndarray, spec: ArraySpec) -> tuple[bytes, list[Stage]]:
+    """Encode through the array→bytes stage and the bytes→bytes stages after it."""
+    serializer, *byte_stages = tail
+    assert isinstance(serializer, ArrayToBytes)
+    if dtypes.is_float(spec.dtype) and values.dtype != np.float64:
+        values = dtypes.to_float64(values, spec.dtype)
+    data, done = serializer.encode(values, spec)
+    resolved: list[Stage] = [done]
+    for stage in byte_stages:
+        assert isinstance(stage, BytesToBytes)
+        data, done_b = stage.encode(data)
+        resolved.append(done_b)
+    return data, resolved
+
+
+def decode(pipeline: Pipeline, payload: bytes, spec: ArraySpec) -> np.ndarray:
+    """Rebuild the array of ``spec`` from ``payload``; every defect raises CodecError."""
+    specs = [spec]
+    for stage in pipeline.array_stages:
+        specs.append(stage.encoded_spec(specs[-1]))
+    serializer = pipeline.serializer
+    bound = serializer.max_encoded_size(specs[-1])
+    data = payload
+    for stage in reversed(pipeline.byte_stages):
+        data = stage.decode(data, bound)
+    values = serializer.decode(data, specs[-1])
+    for stage, out_spec in zip(reversed(pipeline.array_stages), reversed(specs[:-1])):
+        values = stage.decode(values, out_spec)
+    expected = dtypes.storage_dtype(spec.dtype)
+    if values.shape != spec.shape or values.dtype != expected:
+        raise CodecError(f"pipeline produced {values.dtype}{values.shape}, expected {spec.dtype}{spec.shape}")
+    return values

@@ -1,0 +1,287 @@
+"""Named codecs: the strategies a user picks with ``--codec NAME[:key=value,...]``.
+
+A codec turns each tensor change into a *plan*: how the decoded tensor combines with
+the base, the array→array stages, and one or more candidate tails (array→bytes plus
+bytes→bytes stages). The encoder runs the array stages once, encodes every tail and
+keeps the smallest result, so "which entropy coder is best here" is decided by measured
+bytes, never by a formula.
+
+Policy shared by every codec (see :meth:`Codec.plan`): unchanged tensors are ``KEEP``,
+integer tensors and newly added tensors are coded losslessly, and only float deltas go
+through the codec's own (possibly lossy) pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from .. import dtypes
+from ..errors import InputError
+from ..format import Combine
+from .base import ArrayToArray, Stage
+from .rans import Rans
+from .raw import Raw
+from .uniform import Uniform
+from .zstd import Zstd
+
+if TYPE_CHECKING:
+    from ..update import TensorChange, Update
+
+C = TypeVar("C", bound="Codec")
+
+Tail = tuple[Stage, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    combine: Combine
+    prefix: tuple[ArrayToArray, ...] = ()
+    tails: tuple[Tail, ...] = ()
+
+
+LOSSLESS_INT_TAILS: tuple[Tail, ...] = ((Rans(),), (Raw(), Zstd()), (Raw(),))
+LOSSLESS_BYTES_TAILS: tuple[Tail, ...] = ((Raw(), Zstd()), (Raw(),))
+
+
+def entropy_tails(coder: str) -> tuple[Tail, ...]:
+    """Candidate tails for integer symbols; ``auto`` lets measured bytes decide."""
+    options: dict[str, tuple[Tail, ...]] = {
+        "rans": ((Rans(),),),
+        "zstd": ((Raw(), Zstd()),),
+        "raw": ((Raw(),),),
+    }
+    options["auto"] = options["rans"] + options["zstd"]
+    try:
+        return options[coder]
+    except KeyError:
+        extra = _extra_coders()
+        if coder in extra:
+            return extra[coder]
+        raise InputError(f"unknown coder {coder!r}; choose from {sorted(options) + sorted(extra)}") from None
+
+
+_EXTRA_CODERS: dict[str, tuple[Tail, ...]] = {}
+
+
+def register_coder(name: str, tails: tuple[Tail, ...]) -> None:
+    """Make an entropy stage selectable as ``coder=name`` in every quantizing codec."""
+    _EXTRA_CODERS[name] = tails
+
+
+def _extra_coders() -> dict[str, tuple[Tail, ...]]:
+    return dict(_EXTRA_CODERS)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Base of named codecs. Fields are the options accepted after ``NAME:``."""
+
+    name: ClassVar[str]
+    lossless: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    def prepare(self: C, update: Update) -> C:
+        """Resolve update-wide choices (a global step from a rate target); default: none."""
+        return self
+
+    def plan(self, change: TensorChange) -> Plan:
+        if change.combine in (Combine.KEEP, Combine.REMOVE):
+            return Plan(change.combine)
+        if not dtypes.is_float(change.dtype):
+            return Plan(change.combine, (), LOSSLESS_INT_TAILS)
+        if change.combine == Combine.REPLACE:
+            return Plan(Combine.REPLACE, (), LOSSLESS_BYTES_TAILS)
+        return self.plan_float_delta(change)
+
+    def plan_float_delta(self, change: TensorChange) -> Plan:
+        """The plan for a float tensor's delta; codecs override this."""
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def spec(self) -> str:
+        """The ``NAME:key=value`` string that rebuilds this codec."""
+        opts = ",".join(f"{k}={v}" for k, v in self.options().items())
+        return f"{self.name}:{opts}" if opts else self.name
+
+
+_CODECS: dict[str, type[Codec]] = {}
+
+
+def register_codec(cls: type[C]) -> type[C]:
+    _CODECS[cls.name] = cls
+    return cls
+
+
+def registered_codecs() -> dict[str, type[Codec]]:
+    return dict(_CODECS)
+
+
+def _convert(value: str, kind: Any, key: str, codec: str) -> Any:
+    try:
+        if kind is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return kind(value)
+    except ValueError:
+        raise InputError(f"codec {codec}: option {key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def parse_codec(spec: str | Codec) -> Codec:
+    """``"uniform:step=1e-3,coder=rans"`` -> a codec instance (codec objects pass through)."""
+    if isinstance(spec, Codec):
+        return spec
+    name, _, rest = spec.strip().partition(":")
+    if name not in _CODECS:
+        raise InputError(f"unknown codec {name!r}; registered: {', '.join(sorted(_CODECS))}")
+    cls = _CODECS[name]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise InputError(f"codec {name}: unknown option {item!r}; options: {', '.join(sorted(fields)) or 'none'}")
+        kwargs[key] = _convert(value, hints[key], key, name)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"codec {name}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- codecs
+
+
+@register_codec
+@dataclass(frozen=True)
+class RawCodec(Codec):
+    """Lossless: XOR of bit patterns against the base, then zstd. Reproduces NEW bit-exactly."""
+
+    name = "raw"
+    lossless = True
+    summary = "lossless (XOR with base + zstd); bit-exact"
+
+    def plan_float_delta(self, change: TensorChange) -> Plan:
+        if change.base is not None and change.target is not None:
+            return Plan(Combine.XOR, (), LOSSLESS_BYTES_TAILS)
+        return Plan(Combine.ADD, (), LOSSLESS_BYTES_TAILS)
+
+
+@register_codec
+@dataclass(frozen=True)
+class ZstdCodec(Codec):
+    """zstd on the float deltas in the tensor's own type (the general-purpose baseline)."""
+
+    name = "zstd"
+    summary = "zstd on raw float deltas"
+    level: int = 3
+
+    def plan_float_delta(self, change: TensorChange) -> Plan:
+        return Plan(Combine.ADD, (), ((Raw(), Zstd(self.level)),))
+
+
+@register_codec
+@dataclass(frozen=True)
+class Fp16Codec(Codec):
+    """Deltas cast to IEEE half precision."""
+
+    name = "fp16"
+    summary = "deltas cast to float16"
+
+    def plan_float_delta(self, change: TensorChange) -> Plan:
+        return Plan(Combine.ADD, (), ((Raw("float16"),),))
+
+
+@register_codec
+@dataclass(frozen=True)
+class Bf16Codec(Codec):
+    """Deltas cast to bfloat16."""
+
+    name = "bf16"
+    summary = "deltas cast to bfloat16"
+
+    def plan_float_delta(self, change: TensorChange) -> Plan:
+        return Plan(Combine.ADD, (), ((Raw("bfloat16"),),))
+
+
+@register_codec
+@dataclass(frozen=True)
+class UniformCodec(Codec):
+    """One global step for every float delta, levels entropy coded.
+
+    ``step > 0`` fixes the step (e.g. one a server sets for all clients); otherwise the
+    step is the largest that keeps the update's relative L2 error at or below
+    ``max_rel_error`` (bisection, measured on the actual quantization).
+    """
+
+    name = "uniform"
+    summary = "global-step scalar quantization + entropy coding"
+    step: float = 0.0
+    max_rel_error: float = 0.05
+    rounding: str = "nearest"
+    seed: int = 0
+    coder: str = "auto"
+
+    def __post_init__(self) -> None:
+        entropy_tails(self.coder)
+        if self.step < 0 or not 0 < self.max_rel_error < 1:
+            raise ValueError("step must be >= 0 and max_rel_error in (0, 1)")
+
+    def prepare(self, update: Update) -> UniformCodec:
+        if self.step > 0:
+            return self
+        from ..rate import step_for_max_rel_error
+
+        step = step_for_max_rel_error(update.float_deltas(), self.max_rel_error, self.rounding, self.seed)
+        return dataclasses.replace(self, step=step)
+
+    def plan_float_delta(self, change: TensorChange) -> Plan:
+        if self.step <= 0:
+            raise InputError("uniform: no step chosen (call prepare() or pass step=...)")
+        seed = _tensor_seed(self.seed, change.name)
+        return Plan(Combine.ADD, (Uniform(self.step, self.rounding, seed),), entropy_tails(self.coder))
+
+
+def _tensor_seed(seed: int, name: str) -> int:
+    """A per-tensor seed, so stochastic rounding differs between tensors but is reproducible."""
+    import zlib
+
+    return (seed * 1_000_003 + zlib.crc32(name.encode("utf-8"))) & 0x7FFFFFFF
+
+
+def codec_table() -> list[dict[str, Any]]:
+    """Registered codecs with their options and defaults (for ``nnupdate codecs``)."""
+    rows = []
+    for name, cls in sorted(_CODECS.items()):
+        hints = typing.get_type_hints(cls)
+        rows.append(
+            {
+                "name": name,
+                "lossless": cls.lossless,
+                "summary": cls.summary or (cls.__doc__ or "").strip().splitlines()[0],
+                "options": {
+                    f.name: {"type": hints[f.name].__name__, "default": f.default}
+                    for f in dataclasses.fields(cls)
+                },
+            }
+        )
+    return rows
+
+
+__all__ = [
+    "Codec",
+    "Plan",
+    "codec_table",
+    "entropy_tails",
+    "parse_codec",
+    "register_codec",
+    "register_coder",
+    "registered_codecs",
+]

@@ -1,0 +1,175 @@
+"""``rans``: order-0 range asymmetric numeral system coder over integer symbols.
+
+The frequency table travels in the payload, quantized to integers summing to 2**P, so
+the decoder rebuilds the model from integers alone: no floating point, no libm.
+Symbols far from the bulk are escaped (coded as one escape symbol plus a zigzag varint)
+so arbitrarily large values round-trip without a huge table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CodecError
+from . import _rans_kernel
+from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
+from .varint import Reader, write_uvarint, zigzag
+
+#: Largest model alphabet, escape symbol included; larger ranges use escapes.
+MAX_ALPHABET = 4096
+MIN_PRECISION = 10
+MAX_PRECISION = 20
+
+
+def choose_precision(n: int, alphabet: int) -> int:
+    """Bits of frequency precision: enough to resolve 1/n probabilities, at most 20."""
+    need = max(n.bit_length() + 1, alphabet.bit_length() + 1, MIN_PRECISION)
+    return min(need, MAX_PRECISION)
+
+
+def normalize_counts(counts: np.ndarray, precision: int) -> np.ndarray:
+    """Integer frequencies summing to ``2**precision``; every present symbol keeps >= 1.
+
+    Scales proportionally, then hands the rounding surplus or deficit to the symbols
+    whose cost changes least (largest counts first). Encoder-side only: the decoder
+    reads the result and never recomputes it.
+    """
+    total = int(counts.sum())
+    target = 1 << precision
+    present = counts > 0
+    freq = np.zeros(counts.shape, dtype=np.int64)
+    freq[present] = np.maximum(1, (counts[present].astype(np.float64) * target / total).astype(np.int64))
+    diff = target - int(freq.sum())
+    order = np.argsort(-counts, kind="stable")
+    if diff > 0:
+        freq[order[0]] += diff
+        diff = 0
+    for s in order:
+        if diff >= 0:
+            break
+        take = min(-diff, int(freq[s]) - 1)
+        freq[s] -= take
+        diff += take
+    if diff != 0:
+        raise CodecError("rans: alphabet too large for the frequency precision")
+    return freq
+
+
+def _window(values: np.ndarray) -> tuple[int, int]:
+    """[lo, hi] of symbols modelled directly: everything if it fits, else the densest window."""
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo + 1 <= MAX_ALPHABET:
+        return lo, hi
+    uniq, counts = np.unique(values, return_counts=True)
+    width = MAX_ALPHABET - 1  # one slot is the escape symbol
+    csum = np.concatenate(([0], np.cumsum(counts)))
+    ends = np.searchsorted(uniq, uniq + width, side="left")
+    covered = csum[ends] - csum[np.arange(len(uniq))]
+    best = int(np.argmax(covered))
+    return int(uniq[best]), int(uniq[best]) + width - 1
+
+
+@register
+@dataclass(frozen=True)
+class Rans(ArrayToBytes):
+    """Static order-0 rANS; the model is the symbol histogram, sent in the payload."""
+
+    codec_id = 0x0020
+    name = "rans"
+    lossless = True
+
+    def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[bytes, Rans]:
+        symbols = check_integer_symbols(values, self.name)
+        out = bytearray()
+        if symbols.size == 0:
+            return bytes(out), self
+        lo, hi = _window(symbols)
+        escaped = (symbols < lo) | (symbols > hi)
+        has_escape = bool(escaped.any())
+        alphabet = hi - lo + 1 + int(has_escape)
+        index = symbols - lo
+        if has_escape:
+            index = np.where(escaped, alphabet - 1, index)
+        counts = np.bincount(index, minlength=alphabet)
+        precision = choose_precision(symbols.size, alphabet)
+        freq = normalize_counts(counts, precision)
+        write_uvarint(out, zigzag(lo))
+        write_uvarint(out, alphabet)
+        out.append(int(has_escape))
+        out.append(precision)
+        for f in freq.tolist():
+            write_uvarint(out, f)
+        if np.count_nonzero(freq) > 1:
+            cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.uint32)
+            state, words = _rans_kernel.encode(index.astype(np.int32), freq.astype(np.uint32), cum, precision)
+            write_uvarint(out, len(words))
+            out += int(state).to_bytes(8, "little")
+            out += words.astype("<u4").tobytes()
+        if has_escape:
+            for v in symbols[escaped].tolist():
+                write_uvarint(out, zigzag(v))
+        return bytes(out), self
+
+    def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
+        n = spec.size
+        if n == 0:
+            if data:
+                raise CodecError("rans: payload for an empty array must be empty")
+            return np.zeros(spec.shape, dtype=spec.dtype if spec.dtype != "bfloat16" else np.uint16)
+        r = Reader(data)
+        lo = r.svarint()
+        alphabet = r.uvarint()
+        has_escape = r.u8()
+        precision = r.u8()
+        if not 1 <= alphabet <= MAX_ALPHABET or has_escape > 1 or not MIN_PRECISION <= precision <= MAX_PRECISION:
+            raise CodecError("rans: invalid model header")
+        freq = np.array([r.uvarint() for _ in range(alphabet)], dtype=np.int64)
+        if int(freq.sum()) != 1 << precision:
+            raise CodecError("rans: frequencies do not sum to 2**precision")
+        nonzero = np.flatnonzero(freq)
+        if len(nonzero) == 1:
+            index = np.full(n, nonzero[0], dtype=np.int64)
+        else:
+            nwords = r.uvarint()
+            if nwords > n + 1 or r.remaining < 8 + 4 * nwords:
+                raise CodecError("rans: stream length is inconsistent")
+            state = int.from_bytes(r.take(8), "little")
+            if not (1 << 31) <= state < (1 << 63):
+                raise CodecError("rans: initial state out of range")
+            words = np.frombuffer(r.take(4 * nwords), dtype="<u4")
+            cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.uint32)
+            lut = np.repeat(np.arange(alphabet, dtype=np.int32), freq)
+            decoded, used, final = _rans_kernel.decode(
+                np.uint64(state), words, n, freq.astype(np.uint32), cum, lut, precision
+            )
+            if used != nwords or int(final) != 1 << 31:
+                raise CodecError("rans: corrupt stream")
+            index = decoded.astype(np.int64)
+        values = index + lo
+        if has_escape:
+            esc = index == alphabet - 1
+            count = int(esc.sum())
+            extra = [r.svarint() for _ in range(count)]
+            if extra and (min(extra) < -(1 << 63) or max(extra) >= 1 << 63):
+                raise CodecError("rans: escaped value out of range")
+            values[esc] = extra
+        if r.remaining:
+            raise CodecError("rans: trailing bytes after the stream")
+        return _to_spec(values, spec)
+
+    def max_encoded_size(self, spec: ArraySpec) -> int:
+        return 64 + 10 * MAX_ALPHABET + 12 * spec.size
+
+
+def _to_spec(values: np.ndarray, spec: ArraySpec) -> np.ndarray:
+    from .. import dtypes
+
+    dtype = dtypes.storage_dtype(spec.dtype)
+    if dtype.kind not in "iub":
+        raise CodecError(f"rans: cannot produce {spec.dtype}")
+    info = np.iinfo(dtype) if dtype.kind != "b" else None
+    if info is not None and values.size and (values.min() < info.min or values.max() > info.max):
+        raise CodecError(f"rans: decoded values overflow {spec.dtype}")
+    return values.astype(dtype).reshape(spec.shape)

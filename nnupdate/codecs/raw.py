@@ -1,0 +1,54 @@
+"""``raw``: little-endian packing of an array, optionally cast to a narrower float type.
+
+With ``dtype`` equal to the input's type it is lossless; ``float16``/``bfloat16`` give
+the classic half-precision baselines (round to nearest even).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import CodecError
+from .base import ArraySpec, ArrayToBytes, register
+
+
+@register
+@dataclass(frozen=True)
+class Raw(ArrayToBytes):
+    """Pack values as ``dtype`` (empty string: the array's own type)."""
+
+    codec_id = 0x0001
+    name = "raw"
+    lossless = True
+    dtype: str = ""
+
+    def _storage(self, spec: ArraySpec) -> str:
+        return self.dtype or spec.dtype
+
+    def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[bytes, Raw]:
+        storage = self._storage(spec)
+        if dtypes.is_float(storage) != dtypes.is_float(spec.dtype):
+            raise CodecError(f"raw: cannot store {spec.dtype} as {storage}")
+        if dtypes.is_float(storage):  # float specs arrive as float64 values
+            packed = dtypes.from_float64(np.asarray(values, dtype=np.float64), storage)
+        else:
+            packed = np.ascontiguousarray(values, dtype=dtypes.storage_dtype(storage))
+        return packed.tobytes(), Raw(storage)
+
+    def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
+        storage = self._storage(spec)
+        dtype = dtypes.storage_dtype(storage)
+        if len(data) != spec.size * dtype.itemsize:
+            raise CodecError(f"raw: payload has {len(data)} bytes, {spec.size} x {storage} needs {spec.size * dtype.itemsize}")
+        values = np.frombuffer(data, dtype=dtype).reshape(spec.shape)
+        if storage == spec.dtype:
+            return values.copy()
+        if dtypes.is_float(storage) and dtypes.is_float(spec.dtype):
+            return dtypes.from_float64(dtypes.to_float64(values, storage), spec.dtype)
+        raise CodecError(f"raw: cannot widen {storage} to {spec.dtype}")
+
+    def max_encoded_size(self, spec: ArraySpec) -> int:
+        return spec.size * dtypes.storage_dtype(self._storage(spec)).itemsize

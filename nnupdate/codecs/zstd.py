@@ -1,0 +1,39 @@
+"""``zstd``: Zstandard on the bytes of the previous stage (a bytes→bytes stage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import zstandard
+
+from ..errors import CodecError
+from .base import BytesToBytes, register
+
+
+@register
+@dataclass(frozen=True)
+class Zstd(BytesToBytes):
+    """Zstandard frame with its content size; ``level`` is informational for decoders."""
+
+    codec_id = 0x0030
+    name = "zstd"
+    lossless = True
+    level: int = 3
+
+    def encode(self, data: bytes) -> tuple[bytes, Zstd]:
+        return zstandard.ZstdCompressor(level=self.level, write_content_size=True).compress(data), self
+
+    def decode(self, data: bytes, max_size: int) -> bytes:
+        try:
+            size = zstandard.frame_content_size(data)
+        except zstandard.ZstdError:
+            raise CodecError("zstd: not a zstd frame") from None
+        if size < 0 or size > max_size:
+            raise CodecError("zstd: frame lacks a content size or declares too many bytes")
+        try:
+            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=max_size)
+        except zstandard.ZstdError as exc:
+            raise CodecError(f"zstd: {exc}") from None
+        if len(out) != size:
+            raise CodecError("zstd: frame size mismatch")
+        return out

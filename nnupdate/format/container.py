@@ -1,0 +1,408 @@
+"""Read and write whole containers: chunk framing, checksums, the index and the digest.
+
+The container layer moves :class:`TensorRecord` objects (headers plus opaque payload
+bytes) and never interprets a payload; codecs do that one layer up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Union
+
+import crc32c
+import numpy as np
+from construct import ConstructError
+
+from .. import dtypes
+from ..errors import (
+    ChecksumError,
+    FormatError,
+    LimitError,
+    TruncatedError,
+    UnsupportedError,
+)
+from . import schema
+from .constants import (
+    DEFAULT_LIMITS,
+    HEAD,
+    IEND,
+    INDX,
+    SIGNATURE,
+    TNSR,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    Combine,
+    Limits,
+    Role,
+    UpdateKind,
+    is_ancillary,
+)
+
+ParamValue = Union[int, float, str, bytes, np.ndarray]
+"""A stage parameter: a scalar, a string, raw bytes, or a 1-D int64/float64 array."""
+
+_NO_FINGERPRINT = bytes(32)
+
+
+@dataclass
+class StageRecord:
+    """One stage of a tensor's pipeline as stored: a registered codec id and its parameters."""
+
+    codec_id: int
+    params: dict[str, ParamValue] = field(default_factory=dict)
+
+
+@dataclass
+class TensorRecord:
+    """One tensor as stored: its header fields and the payload of the last pipeline stage."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    combine: Combine
+    role: Role = Role.UNKNOWN
+    stages: list[StageRecord] = field(default_factory=list)
+    payload: bytes = b""
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class Header:
+    """The update header (HEAD chunk)."""
+
+    kind: UpdateKind = UpdateKind.DELTA
+    base_fingerprint: bytes | None = None
+    round: int = 0
+    producer: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Container:
+    """A parsed container: header, tensors in file order, and ancillary chunks kept verbatim."""
+
+    header: Header
+    tensors: list[TensorRecord] = field(default_factory=list)
+    #: (type, data) of ancillary chunks other than the index, in file order
+    extra_chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: (major, minor) read from the file; None for containers built in memory
+    version: tuple[int, int] | None = None
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _chunk(chunk_type: bytes, data: bytes) -> bytes:
+    crc = crc32c.crc32c(data, crc32c.crc32c(chunk_type))
+    return b"".join(
+        (schema.ChunkFrame.build({"length": len(data), "type": chunk_type}), data, crc.to_bytes(4, "little"))
+    )
+
+
+def _param_entry(key: str, value: ParamValue) -> dict[str, object]:
+    if isinstance(value, bool) or isinstance(value, (int, np.integer)):
+        return {"key": key, "tag": schema.TAG_INT, "value": int(value)}
+    if isinstance(value, (float, np.floating)):
+        return {"key": key, "tag": schema.TAG_FLOAT, "value": float(value)}
+    if isinstance(value, str):
+        return {"key": key, "tag": schema.TAG_STR, "value": value}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"key": key, "tag": schema.TAG_BYTES, "value": bytes(value)}
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        if value.dtype.kind in "iub":
+            return {"key": key, "tag": schema.TAG_INT_ARRAY, "value": value.astype(np.int64)}
+        if value.dtype.kind == "f":
+            return {"key": key, "tag": schema.TAG_FLOAT_ARRAY, "value": value.astype(np.float64)}
+    raise TypeError(f"stage parameter {key!r} has unsupported type {type(value).__name__}")
+
+
+def _tensor_body(record: TensorRecord) -> bytes:
+    header = schema.TensorHeader.build(
+        {
+            "name": record.name,
+            "dtype": dtypes.code_of(record.dtype),
+            "role": int(record.role),
+            "combine": int(record.combine),
+            "ndim": len(record.shape),
+            "shape": list(record.shape),
+            "stages": [
+                {
+                    "codec_id": stage.codec_id,
+                    "params": [_param_entry(k, v) for k, v in stage.params.items()],
+                }
+                for stage in record.stages
+            ],
+        }
+    )
+    return header + record.payload
+
+
+def serialize(container: Container) -> bytes:
+    """The container's bytes: preamble, HEAD, TNSR chunks, extra chunks, index, IEND."""
+    h = container.header
+    parts: list[bytes] = [
+        schema.Preamble.build({"major": VERSION_MAJOR, "minor": VERSION_MINOR}),
+        _chunk(
+            HEAD,
+            schema.HeadBody.build(
+                {
+                    "kind": int(h.kind),
+                    "flags": 1 if h.base_fingerprint is not None else 0,
+                    "round": h.round,
+                    "base_fingerprint": h.base_fingerprint or _NO_FINGERPRINT,
+                    "producer": h.producer,
+                    "metadata": [{"key": k, "value": v} for k, v in h.metadata.items()],
+                    "tensor_count": len(container.tensors),
+                }
+            ),
+        ),
+    ]
+    offset = sum(map(len, parts))
+    index = []
+    for record in container.tensors:
+        chunk = _chunk(TNSR, _tensor_body(record))
+        index.append({"name": record.name, "offset": offset, "length": len(chunk)})
+        parts.append(chunk)
+        offset += len(chunk)
+    for chunk_type, data in container.extra_chunks:
+        chunk = _chunk(chunk_type, data)
+        parts.append(chunk)
+        offset += len(chunk)
+    index_offset = offset
+    parts.append(_chunk(INDX, schema.IndexBody.build(index)))
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    parts.append(_chunk(IEND, schema.EndBody.build({"index_offset": index_offset, "digest": digest.digest()})))
+    return b"".join(parts)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _iter_chunks(data: memoryview, start: int) -> Iterator[tuple[int, bytes, memoryview]]:
+    """Yield (offset, type, body) of every chunk from ``start``, checking framing and CRC."""
+    pos = start
+    end = len(data)
+    while pos < end:
+        if end - pos < schema.CHUNK_FRAME_SIZE + schema.CHUNK_CRC_SIZE:
+            raise TruncatedError(f"chunk at offset {pos} is cut off")
+        frame = schema.ChunkFrame.parse(data[pos : pos + schema.CHUNK_FRAME_SIZE])
+        length = frame.length
+        body_start = pos + schema.CHUNK_FRAME_SIZE
+        if length > end - body_start - schema.CHUNK_CRC_SIZE:
+            raise TruncatedError(f"chunk {frame.type!r} at offset {pos} declares {length} bytes, file has fewer")
+        chunk_type = bytes(frame.type)
+        if not all(65 <= c <= 90 or 97 <= c <= 122 for c in chunk_type):
+            raise FormatError(f"invalid chunk type {chunk_type!r} at offset {pos}")
+        body = data[body_start : body_start + length]
+        stored = int.from_bytes(data[body_start + length : body_start + length + 4], "little")
+        if crc32c.crc32c(body, crc32c.crc32c(chunk_type)) != stored:
+            raise ChecksumError(f"CRC mismatch in chunk {chunk_type.decode('ascii')} at offset {pos}")
+        yield pos, chunk_type, body
+        pos = body_start + length + schema.CHUNK_CRC_SIZE
+
+
+def _check_preamble(data: memoryview) -> None:
+    if len(data) < len(SIGNATURE) + 2:
+        raise TruncatedError("file is shorter than the .nnu preamble")
+    if bytes(data[: len(SIGNATURE)]) != SIGNATURE:
+        sig = bytes(data[: len(SIGNATURE)])
+        if sig.replace(b"\r\n", b"\n") == SIGNATURE.replace(b"\r\n", b"\n")[: len(sig)] or b"NNU" in sig:
+            raise FormatError("damaged .nnu signature (was the file transferred in text mode?)")
+        raise FormatError("not an .nnu file (signature mismatch)")
+    major, minor = data[len(SIGNATURE)], data[len(SIGNATURE) + 1]
+    if major != VERSION_MAJOR:
+        raise UnsupportedError(f"format version {major}.{minor} is not supported (this reader knows {VERSION_MAJOR}.x)")
+
+
+def _parse_struct(struct: object, body: memoryview, what: str) -> object:
+    try:
+        return struct.parse(bytes(body))  # type: ignore[attr-defined]
+    except ConstructError as exc:
+        raise FormatError(f"malformed {what}: {exc.__class__.__name__}") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"malformed {what}: invalid UTF-8") from None
+
+
+def _header_from(body: memoryview, limits: Limits) -> tuple[Header, int]:
+    if len(body) > limits.max_header_bytes:
+        raise LimitError(f"HEAD chunk of {len(body)} bytes exceeds the limit of {limits.max_header_bytes}")
+    raw = _parse_struct(schema.HeadBody, body, "HEAD chunk")
+    try:
+        kind = UpdateKind(raw.kind)  # type: ignore[attr-defined]
+    except ValueError:
+        raise UnsupportedError(f"unknown update kind {raw.kind}") from None  # type: ignore[attr-defined]
+    has_base = bool(raw.flags & 1)  # type: ignore[attr-defined]
+    header = Header(
+        kind=kind,
+        base_fingerprint=bytes(raw.base_fingerprint) if has_base else None,  # type: ignore[attr-defined]
+        round=raw.round,  # type: ignore[attr-defined]
+        producer=raw.producer,  # type: ignore[attr-defined]
+        metadata={m.key: m.value for m in raw.metadata},  # type: ignore[attr-defined]
+    )
+    return header, raw.tensor_count  # type: ignore[attr-defined]
+
+
+def _tensor_header_limits(body: memoryview, limits: Limits) -> None:
+    # The name length and ndim sit at fixed places; refuse absurd values before construct runs.
+    if len(body) < 2:
+        raise TruncatedError("TNSR chunk is cut off")
+    name_len = int.from_bytes(body[:2], "little")
+    if name_len > limits.max_name_bytes:
+        raise LimitError(f"tensor name of {name_len} bytes exceeds the limit of {limits.max_name_bytes}")
+    ndim_at = 2 + name_len + 3
+    if len(body) > ndim_at and body[ndim_at] > limits.max_ndim:
+        raise LimitError(f"tensor rank {body[ndim_at]} exceeds the limit of {limits.max_ndim}")
+
+
+def _param_value(param: object, limits: Limits) -> ParamValue:
+    value = param.value  # type: ignore[attr-defined]
+    if value is None:
+        raise UnsupportedError(f"unknown parameter type tag {param.tag}")  # type: ignore[attr-defined]
+    if isinstance(value, np.ndarray) and value.size > limits.max_param_items:
+        raise LimitError(f"parameter array of {value.size} items exceeds the limit")
+    return value  # type: ignore[no-any-return]
+
+
+def _tensor_from(body: memoryview, limits: Limits) -> TensorRecord:
+    _tensor_header_limits(body, limits)
+    raw = _parse_struct(schema.TensorBody, body, "TNSR chunk")
+    h = raw.header  # type: ignore[attr-defined]
+    if len(h.stages) > limits.max_stages:
+        raise LimitError(f"pipeline of {len(h.stages)} stages exceeds the limit of {limits.max_stages}")
+    shape = tuple(int(d) for d in h.shape)
+    record = TensorRecord(
+        name=h.name,
+        dtype=dtypes.name_of(h.dtype),
+        shape=shape,
+        combine=_enum(Combine, h.combine, "combine mode"),
+        role=Role(h.role) if h.role in Role._value2member_map_ else Role.UNKNOWN,
+        stages=[],
+        payload=bytes(raw.payload),  # type: ignore[attr-defined]
+    )
+    if record.size > limits.max_elements:
+        raise LimitError(f"tensor {record.name!r} declares {record.size} elements, over the limit of {limits.max_elements}")
+    for stage in h.stages:
+        if len(stage.params) > limits.max_params:
+            raise LimitError(f"stage with {len(stage.params)} parameters exceeds the limit")
+        params: dict[str, ParamValue] = {}
+        for p in stage.params:
+            if p.key in params:
+                raise FormatError(f"duplicate parameter {p.key!r} in tensor {record.name!r}")
+            params[p.key] = _param_value(p, limits)
+        record.stages.append(StageRecord(stage.codec_id, params))
+    return record
+
+
+def _enum(cls: type[Combine], value: int, what: str) -> Combine:
+    try:
+        return cls(value)
+    except ValueError:
+        raise UnsupportedError(f"unknown {what} {value}") from None
+
+
+def parse(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> Container:
+    """Parse a whole container, verifying every CRC, the digest and the limits.
+
+    Raises a :class:`~nnupdate.errors.FormatError` subclass for any defect; never
+    returns a partially read container.
+    """
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    _check_preamble(view)
+    start = len(SIGNATURE) + 2
+    header: Header | None = None
+    expected_tensors = 0
+    tensors: list[TensorRecord] = []
+    extra: list[tuple[bytes, bytes]] = []
+    total_bytes = 0
+    ended = False
+    for offset, chunk_type, body in _iter_chunks(view, start):
+        if ended:
+            raise FormatError(f"data after the IEND chunk at offset {offset}")
+        if header is None and chunk_type != HEAD:
+            raise FormatError("the first chunk must be HEAD")
+        if chunk_type == HEAD:
+            if header is not None:
+                raise FormatError("more than one HEAD chunk")
+            header, expected_tensors = _header_from(body, limits)
+            if expected_tensors > limits.max_tensors:
+                raise LimitError(f"{expected_tensors} tensors exceed the limit of {limits.max_tensors}")
+        elif chunk_type == TNSR:
+            record = _tensor_from(body, limits)
+            total_bytes += record.size * dtypes.storage_dtype(record.dtype).itemsize
+            if total_bytes > limits.max_total_bytes:
+                raise LimitError(f"declared output exceeds {limits.max_total_bytes} bytes")
+            tensors.append(record)
+        elif chunk_type == IEND:
+            end = _parse_struct(schema.EndBody, body, "IEND chunk")
+            digest = hashlib.sha256(view[: offset]).digest()
+            if digest != end.digest:  # type: ignore[attr-defined]
+                raise ChecksumError("file digest mismatch")
+            ended = True
+        elif chunk_type == INDX:
+            pass  # the index is redundant with the chunk sequence; parse() does not need it
+        elif is_ancillary(chunk_type):
+            extra.append((chunk_type, bytes(body)))
+        else:
+            raise UnsupportedError(f"unknown critical chunk {chunk_type.decode('ascii')}")
+    if not ended:
+        raise TruncatedError("file ends before the IEND chunk")
+    assert header is not None
+    if len(tensors) != expected_tensors:
+        raise FormatError(f"HEAD declares {expected_tensors} tensors, file holds {len(tensors)}")
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        raise FormatError("duplicate tensor names")
+    return Container(header, tensors, extra, (VERSION_MAJOR, view[len(SIGNATURE) + 1]))
+
+
+def read_index(data: bytes | memoryview) -> dict[str, tuple[int, int]]:
+    """Name -> (offset, length) of every TNSR chunk, read from the tail without scanning.
+
+    Checks the IEND and INDX chunk CRCs but not the file digest (that needs every byte).
+    """
+    view = memoryview(data)
+    _check_preamble(view)
+    if len(view) < schema.END_CHUNK_SIZE + len(SIGNATURE) + 2:
+        raise TruncatedError("file too short to hold an IEND chunk")
+    tail = len(view) - schema.END_CHUNK_SIZE
+    chunks = list(_iter_chunks(view[: len(view)], tail))
+    if len(chunks) != 1 or chunks[0][1] != IEND:
+        raise FormatError("file does not end with an IEND chunk")
+    end = _parse_struct(schema.EndBody, chunks[0][2], "IEND chunk")
+    index_offset = end.index_offset  # type: ignore[attr-defined]
+    if not (len(SIGNATURE) + 2 <= index_offset < tail):
+        raise FormatError("IEND points at an index outside the file")
+    first = next(_iter_chunks(view[:tail], index_offset))
+    if first[1] != INDX:
+        raise FormatError("IEND does not point at an index chunk")
+    entries = _parse_struct(schema.IndexBody, first[2], "index chunk")
+    return {e.name: (e.offset, e.length) for e in entries}  # type: ignore[attr-defined]
+
+
+def read_tensor(data: bytes | memoryview, name: str, *, limits: Limits = DEFAULT_LIMITS) -> TensorRecord:
+    """One tensor's record, found through the index: the other tensors are not read."""
+    index = read_index(data)
+    if name not in index:
+        raise KeyError(name)
+    offset, length = index[name]
+    view = memoryview(data)
+    if offset + length > len(view):
+        raise FormatError("index entry points past the end of the file")
+    offset_chunk = next(_iter_chunks(view[: offset + length], offset))
+    if offset_chunk[1] != TNSR:
+        raise FormatError("index entry does not point at a TNSR chunk")
+    record = _tensor_from(offset_chunk[2], limits)
+    if record.name != name:
+        raise FormatError("index entry names a different tensor")
+    return record

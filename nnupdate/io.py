@@ -1,0 +1,165 @@
+"""Files: atomic writes, loading, and a cheap summary of a container."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .format import DEFAULT_LIMITS, Combine, Limits, parse
+from .update import Update, decode, encode_with_report
+from .codecs.presets import Codec
+
+PathLike = str | os.PathLike[str]
+
+
+def atomic_write(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
+
+    A crash leaves either the old file or the new one, never a torn one.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save(path: PathLike, update: Update | bytes, codec: Codec | str = "uniform") -> int:
+    """Encode (unless given bytes) and write atomically; returns the number of bytes written."""
+    data = update if isinstance(update, (bytes, bytearray)) else encode_with_report(update, codec).data
+    atomic_write(path, bytes(data))
+    return len(data)
+
+
+def load(path: PathLike, *, limits: Limits = DEFAULT_LIMITS) -> Update:
+    """Read and decode a container file."""
+    return decode(Path(path).read_bytes(), limits=limits)
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    combine: str
+    role: str
+    pipeline: list[dict[str, Any]]
+    payload_bytes: int
+
+    @property
+    def elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def bits_per_parameter(self) -> float:
+        return 8 * self.payload_bytes / self.elements if self.elements and self.combine not in ("KEEP", "REMOVE") else 0.0
+
+
+@dataclass
+class ContainerInfo:
+    """What ``nnupdate info`` shows: header fields and per-tensor costs, no decoding."""
+
+    size_bytes: int
+    version: str
+    kind: str
+    round: int
+    producer: str
+    base_fingerprint: str | None
+    metadata: dict[str, str]
+    tensors: list[TensorInfo] = field(default_factory=list)
+    extra_chunks: list[str] = field(default_factory=list)
+
+    @property
+    def coded_parameters(self) -> int:
+        return sum(t.elements for t in self.tensors if t.combine not in ("KEEP", "REMOVE"))
+
+    @property
+    def bits_per_parameter(self) -> float:
+        n = self.coded_parameters
+        return 8 * self.size_bytes / n if n else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size_bytes": self.size_bytes,
+            "version": self.version,
+            "kind": self.kind,
+            "round": self.round,
+            "producer": self.producer,
+            "base_fingerprint": self.base_fingerprint,
+            "metadata": self.metadata,
+            "coded_parameters": self.coded_parameters,
+            "bits_per_parameter": self.bits_per_parameter,
+            "extra_chunks": self.extra_chunks,
+            "tensors": [
+                {
+                    "name": t.name,
+                    "dtype": t.dtype,
+                    "shape": list(t.shape),
+                    "combine": t.combine,
+                    "role": t.role,
+                    "pipeline": t.pipeline,
+                    "payload_bytes": t.payload_bytes,
+                    "bits_per_parameter": t.bits_per_parameter,
+                }
+                for t in self.tensors
+            ],
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        items = value.tolist()
+        return items if len(items) <= 16 else f"<{len(items)} values>"
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return value
+
+
+def inspect(source: PathLike | bytes) -> ContainerInfo:
+    """Header and per-tensor summary (verifies checksums, decodes no payload)."""
+    data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    container = parse(data)
+    from .codecs.base import stage_class
+
+    h = container.header
+    info = ContainerInfo(
+        size_bytes=len(data),
+        version="%d.%d" % container.version if container.version else "?",
+        kind=h.kind.name.lower().replace("_", "-"),
+        round=h.round,
+        producer=h.producer,
+        base_fingerprint=h.base_fingerprint.hex() if h.base_fingerprint else None,
+        metadata=dict(h.metadata),
+        extra_chunks=[t.decode("ascii") for t, _ in container.extra_chunks],
+    )
+    for r in container.tensors:
+        info.tensors.append(
+            TensorInfo(
+                r.name,
+                r.dtype,
+                r.shape,
+                Combine(r.combine).name,
+                r.role.name.lower(),
+                [
+                    {"codec": stage_class(s.codec_id).name, "id": s.codec_id, **{k: _jsonable(v) for k, v in s.params.items()}}
+                    for s in r.stages
+                ],
+                len(r.payload),
+            )
+        )
+    return info

@@ -1,0 +1,392 @@
+"""The domain object: an update is a set of named tensor changes plus metadata.
+
+``diff(base, new)`` makes one; ``encode`` turns it into container bytes through a
+codec; ``decode`` reads it back; ``apply(base, update)`` rebuilds the new tensors.
+Nothing here knows which framework produced the tensors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes
+from .codecs import pipeline as pipelines
+from .codecs.base import ArraySpec, stage_from_record
+from .codecs.pipeline import Pipeline
+from .codecs.presets import Codec, parse_codec
+from .errors import BaseMismatchError, CodecError, InputError, ShapeMismatchError
+from .fingerprint import fingerprint, storage_view, tensor_dtype_name
+from .format import (
+    DEFAULT_LIMITS,
+    Combine,
+    Container,
+    Header,
+    Limits,
+    Role,
+    TensorRecord,
+    UpdateKind,
+    parse,
+    serialize,
+)
+
+PRODUCER = "nnupdate"
+
+
+@dataclass
+class TensorChange:
+    """How one tensor changes.
+
+    ``data`` depends on ``combine``: ADD, the delta (float64 for float tensors, the
+    wrapped integer difference for integer tensors); REPLACE, the new values; XOR, the
+    XOR of the bit patterns; KEEP and REMOVE, nothing. ``base``/``target`` are kept on
+    the encoding side so a lossless codec can switch a float ADD to an exact XOR.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    combine: Combine
+    data: np.ndarray | None = None
+    role: Role = Role.UNKNOWN
+    base: np.ndarray | None = None
+    target: np.ndarray | None = None
+    #: the pipeline that produced ``data``, for decoded updates
+    pipeline: Pipeline | None = None
+    #: bytes of the TNSR payload, for decoded updates
+    payload_bytes: int = 0
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    def values_for(self, combine: Combine) -> np.ndarray:
+        """The array a pipeline must code when the change is stored as ``combine``."""
+        if combine == self.combine and self.data is not None:
+            return self.data
+        if combine == Combine.XOR and self.base is not None and self.target is not None:
+            bits = np.dtype(pipeline_dtype(self.dtype, Combine.XOR))
+            return storage_view(self.base).view(bits) ^ storage_view(self.target).view(bits)
+        raise CodecError(f"{self.name}: cannot store a {self.combine.name} change as {combine.name}")
+
+
+@dataclass
+class Update:
+    """Named tensor changes plus the header fields of the container."""
+
+    changes: dict[str, TensorChange] = field(default_factory=dict)
+    kind: UpdateKind = UpdateKind.DELTA
+    base_fingerprint: bytes | None = None
+    round: int = 0
+    producer: str = PRODUCER
+    metadata: dict[str, str] = field(default_factory=dict)
+    #: ancillary chunks carried through unchanged
+    extra_chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def float_deltas(self) -> list[np.ndarray]:
+        """The float ADD deltas, i.e. what a lossy codec quantizes."""
+        return [
+            c.data
+            for c in self.changes.values()
+            if c.combine == Combine.ADD and dtypes.is_float(c.dtype) and c.data is not None
+        ]
+
+    def encode(self, codec: Codec | str = "uniform") -> bytes:
+        """The container bytes of this update coded with ``codec``."""
+        return encode_with_report(self, codec).data
+
+    @property
+    def num_parameters(self) -> int:
+        """Elements of every tensor the update carries (KEEP/REMOVE excluded)."""
+        return sum(c.size for c in self.changes.values() if c.combine not in (Combine.KEEP, Combine.REMOVE))
+
+
+def _guess_role(name: str, array: np.ndarray) -> Role:
+    if array.dtype.kind in "iub":
+        return Role.INT_BUFFER
+    lowered = name.lower()
+    if "running_mean" in lowered or "running_var" in lowered or "norm" in lowered or ".bn" in lowered:
+        return Role.NORM
+    if lowered.endswith("bias"):
+        return Role.BIAS
+    if "embed" in lowered:
+        return Role.EMBEDDING
+    if lowered.endswith("weight"):
+        return Role.WEIGHT
+    return Role.UNKNOWN
+
+
+def _as_array(value: object, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype == object:
+        raise InputError(f"tensor {name!r} is not numeric")
+    tensor_dtype_name(array)  # refuses unsupported types
+    return array
+
+
+def diff(
+    base: Mapping[str, np.ndarray],
+    new: Mapping[str, np.ndarray],
+    *,
+    round: int = 0,
+    producer: str = PRODUCER,
+    metadata: Mapping[str, str] | None = None,
+) -> Update:
+    """The update turning ``base`` into ``new`` (both name -> array mappings).
+
+    Tensors only in ``new`` are added (REPLACE), tensors only in ``base`` are removed,
+    bitwise-equal tensors are KEEP, others are deltas. A tensor whose dtype or shape
+    changed is replaced outright.
+    """
+    changes: dict[str, TensorChange] = {}
+    referenced: list[str] = []
+    for name, value in new.items():
+        target = _as_array(value, name)
+        dtype = tensor_dtype_name(target)
+        shape = tuple(int(d) for d in target.shape)
+        role = _guess_role(name, target)
+        if name not in base:
+            changes[name] = TensorChange(name, dtype, shape, Combine.REPLACE, storage_view(target), role)
+            continue
+        source = _as_array(base[name], name)
+        if tensor_dtype_name(source) != dtype or source.shape != target.shape:
+            changes[name] = TensorChange(name, dtype, shape, Combine.REPLACE, storage_view(target), role)
+            continue
+        referenced.append(name)
+        if np.array_equal(storage_view(source), storage_view(target)):
+            changes[name] = TensorChange(name, dtype, shape, Combine.KEEP, None, role)
+            continue
+        if dtypes.is_float(dtype):
+            delta = dtypes.to_float64(storage_view(target), dtype) - dtypes.to_float64(storage_view(source), dtype)
+        else:
+            delta = storage_view(target) - storage_view(source)  # wraps, exactly invertible
+        changes[name] = TensorChange(name, dtype, shape, Combine.ADD, delta, role, base=source, target=target)
+    for name in base:
+        if name not in new:
+            source = _as_array(base[name], name)
+            referenced.append(name)
+            changes[name] = TensorChange(
+                name, tensor_dtype_name(source), tuple(source.shape), Combine.REMOVE, None, _guess_role(name, source)
+            )
+    return Update(
+        changes,
+        kind=UpdateKind.DELTA,
+        base_fingerprint=fingerprint(base, referenced),
+        round=round,
+        producer=producer,
+        metadata=dict(metadata or {}),
+    )
+
+
+def full(tensors: Mapping[str, np.ndarray], **header: object) -> Update:
+    """An update of kind FULL carrying complete weights (no base)."""
+    changes = {}
+    for name, value in tensors.items():
+        array = _as_array(value, name)
+        changes[name] = TensorChange(
+            name, tensor_dtype_name(array), tuple(array.shape), Combine.REPLACE, storage_view(array), _guess_role(name, array)
+        )
+    return Update(changes, kind=UpdateKind.FULL, **header)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class TensorReport:
+    """What coding one tensor cost and how much it damaged it."""
+
+    name: str
+    combine: Combine
+    elements: int
+    payload_bytes: int
+    pipeline: str
+    squared_error: float = 0.0
+    squared_norm: float = 0.0
+
+
+@dataclass
+class EncodeReport:
+    data: bytes
+    codec: str
+    tensors: list[TensorReport]
+    seconds: float
+
+    @property
+    def coded_parameters(self) -> int:
+        return sum(t.elements for t in self.tensors if t.combine not in (Combine.KEEP, Combine.REMOVE))
+
+    @property
+    def bits_per_parameter(self) -> float:
+        n = self.coded_parameters
+        return 8 * len(self.data) / n if n else 0.0
+
+    @property
+    def relative_error(self) -> float:
+        norm = sum(t.squared_norm for t in self.tensors)
+        return float(np.sqrt(sum(t.squared_error for t in self.tensors) / norm)) if norm > 0 else 0.0
+
+    @property
+    def mse(self) -> float:
+        n = sum(t.elements for t in self.tensors if t.squared_norm > 0)
+        return sum(t.squared_error for t in self.tensors) / n if n else 0.0
+
+
+def encode_change(change: TensorChange, codec: Codec) -> tuple[TensorRecord, TensorReport]:
+    """Code one tensor change: run the plan's array stages once, keep the smallest tail."""
+    plan = codec.plan(change)
+    record = TensorRecord(change.name, change.dtype, change.shape, plan.combine, change.role)
+    report = TensorReport(change.name, plan.combine, change.size, 0, "")
+    if plan.combine in (Combine.KEEP, Combine.REMOVE):
+        return record, report
+    values = change.values_for(plan.combine)
+    spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, plan.combine))
+    symbols, symbol_spec, prefix = pipelines.run_array_stages(plan.prefix, values.reshape(change.shape), spec)
+    best: tuple[bytes, list] | None = None
+    failures = []
+    for tail in plan.tails:
+        try:
+            payload, resolved = pipelines.run_tail(tail, symbols, symbol_spec)
+        except CodecError as exc:
+            failures.append(str(exc))
+            continue
+        if best is None or len(payload) < len(best[0]):
+            best = (payload, resolved)
+    if best is None:
+        raise CodecError(f"{change.name}: no entropy stage could code it ({'; '.join(failures)})")
+    stages = Pipeline(tuple(prefix + best[1]))
+    record.stages = [s.record() for s in stages.stages]
+    record.payload = best[0]
+    report.payload_bytes = len(best[0])
+    report.pipeline = stages.describe()
+    if plan.combine == Combine.ADD and dtypes.is_float(change.dtype):
+        # Distortion is measured on what the decoder will actually produce.
+        decoded = pipelines.decode(stages, record.payload, spec)
+        x = np.asarray(values, dtype=np.float64).reshape(-1)
+        err = dtypes.to_float64(decoded, change.dtype).reshape(-1) - x
+        report.squared_error = float(err @ err)
+        report.squared_norm = float(x @ x)
+    return record, report
+
+
+def encode_with_report(update: Update, codec: Codec | str = "uniform") -> EncodeReport:
+    """Encode ``update`` and report per-tensor bytes and distortion (measured, not estimated)."""
+    started = time.perf_counter()
+    chosen = parse_codec(codec).prepare(update)
+    records, reports = [], []
+    for change in update.changes.values():
+        record, report = encode_change(change, chosen)
+        records.append(record)
+        reports.append(report)
+    header = Header(update.kind, update.base_fingerprint, update.round, update.producer, dict(update.metadata))
+    data = serialize(Container(header, records, list(update.extra_chunks)))
+    return EncodeReport(data, chosen.spec(), reports, time.perf_counter() - started)
+
+
+def pipeline_dtype(dtype: str, combine: Combine) -> str:
+    """Element type a tensor's pipeline produces: XOR codes bit patterns as unsigned ints."""
+    if combine == Combine.XOR:
+        return {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}[dtypes.storage_dtype(dtype).itemsize]
+    return dtype
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def decode_record(record: TensorRecord) -> TensorChange:
+    """Decode one stored tensor into a change (data in the pipeline's element type)."""
+    change = TensorChange(record.name, record.dtype, record.shape, record.combine, None, record.role)
+    if record.combine in (Combine.KEEP, Combine.REMOVE):
+        if record.stages or record.payload:
+            raise CodecError(f"{record.name}: a {record.combine.name} tensor carries no pipeline or payload")
+        return change
+    stages = Pipeline(tuple(stage_from_record(s) for s in record.stages))
+    spec = ArraySpec(record.shape, pipeline_dtype(record.dtype, record.combine))
+    change.data = pipelines.decode(stages, record.payload, spec)
+    change.pipeline = stages
+    change.payload_bytes = len(record.payload)
+    return change
+
+
+def from_container(container: Container) -> Update:
+    h = container.header
+    changes = {r.name: decode_record(r) for r in container.tensors}
+    return Update(changes, h.kind, h.base_fingerprint, h.round, h.producer, dict(h.metadata), list(container.extra_chunks))
+
+
+def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> Update:
+    """Parse and decode a whole container; raises a :class:`~nnupdate.errors.NNUpdateError` on any defect."""
+    return from_container(parse(data, limits=limits))
+
+
+# ----------------------------------------------------------------------------- applying
+
+
+def referenced_names(update: Update) -> list[str]:
+    """Names the update expects in its base (the ones its fingerprint covers)."""
+    return [n for n, c in update.changes.items() if c.combine in (Combine.ADD, Combine.XOR, Combine.KEEP, Combine.REMOVE)]
+
+
+def check_base(base: Mapping[str, np.ndarray], update: Update) -> None:
+    """Raise :class:`BaseMismatchError` unless ``base`` is the model the update was made against."""
+    names = referenced_names(update)
+    missing = [n for n in names if n not in base]
+    if missing:
+        raise BaseMismatchError(f"base lacks {len(missing)} tensors the update changes, e.g. {missing[:3]}")
+    if update.base_fingerprint is not None and fingerprint(base, names) != update.base_fingerprint:
+        raise BaseMismatchError("base fingerprint does not match the update's (wrong base model?)")
+
+
+def apply(base: Mapping[str, np.ndarray], update: Update, *, force: bool = False) -> dict[str, np.ndarray]:
+    """The new tensors: ``base`` with ``update`` applied. ``base`` is not modified.
+
+    Refuses a base whose fingerprint differs unless ``force``; tensors of the base that
+    the update does not mention are carried over unchanged (partial updates).
+    """
+    if update.kind == UpdateKind.DELTA and not force:
+        check_base(base, update)
+    out: dict[str, np.ndarray] = {}
+    for name, value in base.items():
+        out[name] = np.asarray(value)
+    for name, change in update.changes.items():
+        if change.combine == Combine.REMOVE:
+            out.pop(name, None)
+            continue
+        if change.combine == Combine.REPLACE:
+            out[name] = _from_storage(change.data, change.dtype, change.shape)
+            continue
+        if name not in out:
+            raise BaseMismatchError(f"base has no tensor {name!r}")
+        current = out[name]
+        if tensor_dtype_name(current) != change.dtype or tuple(current.shape) != change.shape:
+            raise ShapeMismatchError(
+                f"{name}: base is {tensor_dtype_name(current)}{list(current.shape)}, update expects {change.dtype}{list(change.shape)}"
+            )
+        if change.combine == Combine.KEEP:
+            continue
+        assert change.data is not None
+        stored = storage_view(current)
+        if change.combine == Combine.XOR:
+            bits = stored.view(change.data.dtype) ^ change.data
+            out[name] = _from_storage(bits.view(stored.dtype), change.dtype, change.shape)
+        elif dtypes.is_float(change.dtype):
+            out[name] = _add_float(stored, change.data, change.dtype)
+        else:
+            out[name] = _from_storage((stored + change.data.astype(stored.dtype)).astype(stored.dtype), change.dtype, change.shape)
+    return out
+
+
+def _add_float(stored: np.ndarray, delta: np.ndarray, dtype: str) -> np.ndarray:
+    """base + delta in the tensor's own precision (bfloat16 via float32), IEEE round-to-nearest."""
+    if dtype == dtypes.BFLOAT16:
+        total = dtypes.bfloat16_to_float32(stored) + dtypes.bfloat16_to_float32(delta)
+        return dtypes.float32_to_bfloat16(total)
+    return (stored + delta.astype(stored.dtype)).astype(stored.dtype)
+
+
+def _from_storage(data: np.ndarray | None, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    assert data is not None
+    return np.asarray(data).reshape(shape)
