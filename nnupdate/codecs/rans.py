@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CodecError
-from . import _rans_kernel
 from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
 from .varint import Reader, write_uvarint, zigzag
 
@@ -103,6 +102,8 @@ class Rans(ArrayToBytes):
             write_uvarint(out, f)
         if np.count_nonzero(freq) > 1:
             cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.uint32)
+            from . import _rans_kernel  # numba compiles on first use; keep CLI start-up fast
+
             state, words = _rans_kernel.encode(index.astype(np.int32), freq.astype(np.uint32), cum, precision)
             write_uvarint(out, len(words))
             out += int(state).to_bytes(8, "little")
@@ -141,6 +142,8 @@ class Rans(ArrayToBytes):
             words = np.frombuffer(r.take(4 * nwords), dtype="<u4")
             cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.uint32)
             lut = np.repeat(np.arange(alphabet, dtype=np.int32), freq)
+            from . import _rans_kernel
+
             decoded, used, final = _rans_kernel.decode(
                 np.uint64(state), words, n, freq.astype(np.uint32), cum, lut, precision
             )

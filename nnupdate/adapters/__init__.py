@@ -1,0 +1,64 @@
+"""Framework files <-> ``{name: ndarray}``. Each adapter converts and knows no codec.
+
+``read_tensors(path)`` and ``write_tensors(path, tensors, like=...)`` dispatch on the file
+suffix. Heavy frameworks (torch, onnx) are imported only when their format is used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from . import npz
+
+Tensors = dict[str, np.ndarray]
+
+_SUFFIXES = {
+    ".npz": "npz",
+    ".pt": "torch",
+    ".pth": "torch",
+    ".bin": "torch",
+    ".safetensors": "safetensors",
+    ".onnx": "onnx",
+}
+
+
+def format_of(path: str | os.PathLike[str]) -> str:
+    suffix = Path(path).suffix.lower()
+    try:
+        return _SUFFIXES[suffix]
+    except KeyError:
+        raise InputError(f"{path}: unknown checkpoint format {suffix!r}; use one of {', '.join(sorted(_SUFFIXES))}") from None
+
+
+def _module(kind: str):  # type: ignore[no-untyped-def]
+    if kind == "npz":
+        return npz
+    if kind == "torch":
+        from . import torch as module
+    elif kind == "safetensors":
+        from . import safetensors as module
+    elif kind == "onnx":
+        from . import onnx as module
+    else:  # pragma: no cover
+        raise InputError(f"unknown format {kind}")
+    return module
+
+
+def read_tensors(path: str | os.PathLike[str]) -> Tensors:
+    """Every tensor of a checkpoint file as numpy arrays (never unpickles)."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    return _module(format_of(path)).read(path)  # type: ignore[no-any-return]
+
+
+def write_tensors(path: str | os.PathLike[str], tensors: Tensors, *, like: str | os.PathLike[str] | None = None) -> None:
+    """Write ``tensors`` atomically in the format of ``path``'s suffix.
+
+    ``like`` names a file of the same format to copy structure and metadata from (an ONNX
+    graph, safetensors metadata); required for ONNX.
+    """
+    _module(format_of(path)).write(path, tensors, like=like)

@@ -1,0 +1,75 @@
+"""PyTorch state dicts and ``.pt``/``.pth`` files, always loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import atomic_write
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - depends on the install
+        raise InputError("PyTorch is not installed: pip install 'nnupdate[torch]'") from None
+    return torch
+
+
+def tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A detached CPU copy; bfloat16 becomes ml_dtypes' bfloat16 when available, else float32."""
+    torch = _torch()
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        try:
+            import ml_dtypes
+
+            return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+        except ImportError:
+            return tensor.float().numpy()
+    return tensor.numpy().copy()
+
+
+def numpy_to_tensor(array: np.ndarray) -> Any:
+    torch = _torch()
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(array).copy())
+
+
+def from_state_dict(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    torch = _torch()
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor):
+            out[name] = tensor_to_numpy(value)
+    return out
+
+
+def to_state_dict(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    return {name: numpy_to_tensor(np.asarray(value)) for name, value in tensors.items()}
+
+
+def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    torch = _torch()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise InputError(f"{path}: not a weights-only PyTorch checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise InputError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    return from_state_dict(obj)
+
+
+def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: object = None) -> None:
+    torch = _torch()
+    buffer = io.BytesIO()
+    torch.save(to_state_dict(tensors), buffer)
+    atomic_write(path, buffer.getvalue())

@@ -1,0 +1,71 @@
+"""The ``nnupdate`` command: thin verbs over the library.
+
+Sub-command groups live in their own modules and import heavy frameworks (torch, onnx,
+flwr) only inside the commands that need them, so ``nnupdate --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import BaseMismatchError, NNUpdateError
+
+app = typer.Typer(
+    name="nnupdate",
+    help="Compress neural-network updates into .nnu containers, and apply them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BASE_MISMATCH = 3
+
+
+def _register() -> None:
+    from . import core  # noqa: F401
+
+    for module in ("labels", "fl"):
+        try:
+            __import__(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:  # a group whose module is not present yet
+            if exc.name != f"{__name__}.{module}":
+                raise
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors become one line on stderr and a nonzero exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except BaseMismatchError as exc:
+        print(f"nnupdate: error: {exc} (use --force to apply anyway)", file=sys.stderr)
+        return EXIT_BASE_MISMATCH
+    except NNUpdateError as exc:
+        print(f"nnupdate: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        print("nnupdate: aborted", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return EXIT_USAGE
+        if isinstance(exc, OSError):
+            print(f"nnupdate: error: {exc.strerror or exc}: {getattr(exc, 'filename', '')}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

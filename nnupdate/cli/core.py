@@ -1,0 +1,229 @@
+"""Core verbs: encode, apply, decode, info, verify, codecs, conformance, demo."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .output import console, emit_json, human_bytes
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+
+def _codec_with_overrides(spec: str, step: Optional[float], max_rel_error: Optional[float]):  # type: ignore[no-untyped-def]
+    from ..codecs import parse_codec
+    from ..errors import InputError
+
+    codec = parse_codec(spec)
+    overrides = {k: v for k, v in (("step", step), ("max_rel_error", max_rel_error)) if v is not None}
+    fields = {f.name for f in dataclasses.fields(codec)}
+    for key in overrides:
+        if key not in fields:
+            raise InputError(f"codec {codec.name} has no {key.replace('_', '-')} option")
+    if "max_rel_error" in overrides and "step" in fields and step is None:
+        overrides["step"] = 0.0
+    try:
+        return dataclasses.replace(codec, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"codec {codec.name}: {exc}") from None
+
+
+def _parse_meta(items: list[str]) -> dict[str, str]:
+    from ..errors import InputError
+
+    meta = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--meta expects KEY=VALUE, got {item!r}")
+        meta[key] = value
+    return meta
+
+
+@app.command()
+def encode(
+    base: Annotated[Path, typer.Argument(help="Base checkpoint (.pt/.pth/.safetensors/.npz/.onnx).")],
+    new: Annotated[Path, typer.Argument(help="New checkpoint, same tensor names.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Update file to write (.nnu).")],
+    codec: Annotated[str, typer.Option(help="NAME[:key=value,...]; see `nnupdate codecs`.")] = "uniform",
+    step: Annotated[Optional[float], typer.Option(help="Global quantizer step (overrides the codec's).")] = None,
+    max_rel_error: Annotated[Optional[float], typer.Option(help="Largest step whose relative L2 error stays below E.")] = None,
+    round_: Annotated[int, typer.Option("--round", help="Sequence/round number stored in the header.")] = 0,
+    meta: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE metadata (repeatable).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Make an update file from two checkpoints and report what it cost and preserved."""
+    from .. import adapters
+    from ..io import atomic_write
+    from ..update import diff, encode_with_report
+
+    chosen = _codec_with_overrides(codec, step, max_rel_error)
+    update = diff(adapters.read_tensors(base), adapters.read_tensors(new), round=round_, metadata=_parse_meta(meta or []))
+    report = encode_with_report(update, chosen)
+    atomic_write(output, report.data)
+    seconds = report.seconds
+    float_bytes = 4 * report.coded_parameters
+    summary = {
+        "output": str(output),
+        "codec": report.codec,
+        "bytes": len(report.data),
+        "coded_parameters": report.coded_parameters,
+        "bits_per_parameter": report.bits_per_parameter,
+        "ratio_vs_float32": float_bytes / len(report.data) if report.data else 0.0,
+        "relative_l2_error": report.relative_error,
+        "mse": report.mse,
+        "encode_seconds": seconds,
+        "tensors": len(report.tensors),
+    }
+    if json_:
+        emit_json(summary)
+        return
+    console().print(
+        f"wrote [bold]{output}[/] ({human_bytes(len(report.data))}, {len(report.tensors)} tensors) with {report.codec}\n"
+        f"  {summary['bits_per_parameter']:.3f} bits/param, {summary['ratio_vs_float32']:.1f}x smaller than float32\n"
+        f"  relative L2 error {summary['relative_l2_error']:.4g}, MSE {summary['mse']:.4g}, {seconds:.2f} s"
+    )
+
+
+@app.command("apply")
+def apply_(
+    base: Annotated[Path, typer.Argument(help="Base checkpoint the update was made against.")],
+    update_file: Annotated[Path, typer.Argument(metavar="UPDATE", help="The .nnu update.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the new checkpoint (format from suffix).")],
+    force: Annotated[bool, typer.Option(help="Apply even if the base fingerprint does not match.")] = False,
+    name_map: Annotated[Optional[str], typer.Option(help="auto or a JSON file mapping update names to base names.")] = None,
+) -> None:
+    """Apply an update to its base and write the new checkpoint in the base's format (or OUTPUT's)."""
+    from .. import adapters
+    from ..io import load
+    from ..update import apply
+
+    update = load(update_file)
+    base_tensors = adapters.read_tensors(base)
+    if name_map is not None:
+        from ..adapters.namemap import apply_with_name_map
+
+        result = apply_with_name_map(base, base_tensors, update, name_map, force=force)
+    else:
+        result = apply(base_tensors, update, force=force)
+    adapters.write_tensors(output, result, like=base)
+    console().print(f"wrote [bold]{output}[/] ({len(result)} tensors)")
+
+
+@app.command()
+def decode(
+    update_file: Annotated[Path, typer.Argument(metavar="UPDATE")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="OUT.npz or OUT.safetensors holding the decoded tensors.")],
+) -> None:
+    """Decode every tensor of an update (deltas, XOR patterns or values, as stored)."""
+    from .. import adapters
+    from ..io import load
+
+    update = load(update_file)
+    arrays = {name: c.data for name, c in update.changes.items() if c.data is not None}
+    adapters.write_tensors(output, arrays)
+    console().print(f"wrote [bold]{output}[/] ({len(arrays)} tensors)")
+
+
+@app.command()
+def info(update_file: Annotated[Path, typer.Argument(metavar="UPDATE")], json_: JsonOpt = False) -> None:
+    """Header and per-tensor shape, pipeline, bytes and bits/param (checks CRCs, decodes nothing)."""
+    from ..io import inspect
+
+    summary = inspect(update_file)
+    if json_:
+        emit_json(summary.to_json())
+        return
+    from rich.table import Table
+
+    out = console()
+    out.print(
+        f"[bold]{update_file}[/]: nnupdate {summary.version}, kind {summary.kind}, round {summary.round}, "
+        f"{human_bytes(summary.size_bytes)}, {summary.bits_per_parameter:.3f} bits/param over {summary.coded_parameters} params"
+    )
+    if summary.base_fingerprint:
+        out.print(f"base fingerprint {summary.base_fingerprint}")
+    for key, value in summary.metadata.items():
+        out.print(f"  {key} = {value}")
+    table = Table("tensor", "dtype", "shape", "change", "pipeline", "bytes", "bits/param")
+    for t in summary.tensors:
+        pipeline = " | ".join(str(s["codec"]) for s in t.pipeline) or "-"
+        table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", t.combine.lower(), pipeline, str(t.payload_bytes), f"{t.bits_per_parameter:.3f}")
+    out.print(table)
+
+
+@app.command()
+def verify(update_file: Annotated[Path, typer.Argument(metavar="UPDATE")]) -> None:
+    """Check every checksum and decode every tensor; exit 0 only if all is sound."""
+    from ..io import load
+
+    update = load(update_file)
+    console().print(f"{update_file}: OK ({len(update.changes)} tensors decoded, all checksums match)")
+
+
+@app.command()
+def codecs(json_: JsonOpt = False) -> None:
+    """List the registered codecs with their options, and the registered stages."""
+    from ..codecs import codec_table, registered_stages
+
+    rows = codec_table()
+    stages = [{"name": n, "id": c.codec_id, "kind": c.kind.value} for n, c in sorted(registered_stages().items(), key=lambda x: x[1].codec_id)]
+    if json_:
+        emit_json({"codecs": rows, "stages": stages})
+        return
+    from rich.table import Table
+
+    table = Table("codec", "lossless", "options (default)", "what it does")
+    for row in rows:
+        opts = ", ".join(f"{k}={v['default']}" for k, v in row["options"].items())
+        table.add_row(row["name"], "yes" if row["lossless"] else "no", opts, row["summary"])
+    out = console()
+    out.print(table)
+    out.print("stages: " + ", ".join(f"{s['name']} ({s['id']:#06x}, {s['kind']})" for s in stages))
+
+
+@app.command()
+def conformance(
+    directory: Annotated[Optional[Path], typer.Argument(help="Vector directory (default: the repository's conformance/).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Decode every reference bitstream and compare with its expected output bit for bit."""
+    from ..conformance import default_directory, run
+
+    results = run(directory or default_directory())
+    failed = [r for r in results if not r.passed]
+    if json_:
+        emit_json([dataclasses.asdict(r) for r in results])
+    else:
+        for r in results:
+            console().print(f"{'[green]PASS[/]' if r.passed else '[red]FAIL[/]'} {r.name}: {r.detail}")
+        console().print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed or not results:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    codec: Annotated[str, typer.Option(help="Codec for the update.")] = "uniform",
+    steps: Annotated[int, typer.Option(help="Training steps between base and new model.")] = 60,
+    json_: JsonOpt = False,
+) -> None:
+    """Train a small CNN on scikit-learn's digits, encode the update, apply it, report the cost."""
+    from ..demo import run_demo
+
+    result = run_demo(codec=codec, steps=steps, progress=not json_)
+    if json_:
+        emit_json(result)
+        return
+    out = console()
+    out.print(
+        f"digits CNN, {result['parameters']} parameters, {steps} SGD steps from a pretrained base\n"
+        f"update with {result['codec']}: {human_bytes(result['bytes'])} = {result['bits_per_parameter']:.3f} bits/param "
+        f"({result['ratio_vs_float32']:.1f}x smaller than float32), relative L2 error {result['relative_l2_error']:.4f}\n"
+        f"test accuracy: base {result['accuracy_base']:.4f}, exact new {result['accuracy_exact']:.4f}, "
+        f"reconstructed {result['accuracy_reconstructed']:.4f}; logits max |diff| {result['max_logit_diff']:.3g}"
+    )
