@@ -23,11 +23,14 @@ def tensor_dtype_name(array: np.ndarray) -> str:
 
 
 def storage_view(array: np.ndarray) -> np.ndarray:
-    """The tensor as contiguous little-endian storage (bfloat16 as uint16 bits)."""
+    """The tensor as contiguous little-endian storage (bfloat16 as uint16 bits), same shape.
+
+    (``np.ascontiguousarray`` alone would turn a 0-d scalar into shape (1,).)
+    """
     name = tensor_dtype_name(array)
     if name == dtypes.BFLOAT16:
-        return np.ascontiguousarray(array).view(np.uint16)
-    return np.ascontiguousarray(array, dtype=dtypes.storage_dtype(name))
+        return np.ascontiguousarray(array).view(np.uint16).reshape(array.shape)
+    return np.ascontiguousarray(array, dtype=dtypes.storage_dtype(name)).reshape(array.shape)
 
 
 def fingerprint(tensors: Mapping[str, np.ndarray], names: Iterable[str] | None = None) -> bytes:
@@ -44,5 +47,5 @@ def fingerprint(tensors: Mapping[str, np.ndarray], names: Iterable[str] | None =
         for d in array.shape:
             digest.update(int(d).to_bytes(8, "little"))
         digest.update(storage.nbytes.to_bytes(8, "little"))
-        digest.update(memoryview(storage.reshape(-1)).cast("B"))
+        digest.update(storage.reshape(-1).view(np.uint8).data)
     return digest.digest()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .codecs.presets import Codec
 from .format import DEFAULT_LIMITS, Combine, Limits, parse
 from .update import Update, decode, encode_with_report
-from .codecs.presets import Codec
 
 PathLike = str | os.PathLike[str]
 
@@ -23,17 +24,26 @@ def atomic_write(path: PathLike, data: bytes) -> None:
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would (or the old file's).
+        os.chmod(tmp, _mode_for(target))
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save(path: PathLike, update: Update | bytes, codec: Codec | str = "uniform") -> int:
@@ -139,7 +149,7 @@ def inspect(source: PathLike | bytes) -> ContainerInfo:
     h = container.header
     info = ContainerInfo(
         size_bytes=len(data),
-        version="%d.%d" % container.version if container.version else "?",
+        version="{}.{}".format(*container.version) if container.version else "?",
         kind=h.kind.name.lower().replace("_", "-"),
         round=h.round,
         producer=h.producer,

@@ -159,6 +159,10 @@ def diff(
         if np.array_equal(storage_view(source), storage_view(target)):
             changes[name] = TensorChange(name, dtype, shape, Combine.KEEP, None, role)
             continue
+        if dtype == "bool":  # no arithmetic on booleans: store which elements flipped
+            flipped = (storage_view(source) ^ storage_view(target)).view(np.uint8)
+            changes[name] = TensorChange(name, dtype, shape, Combine.XOR, flipped, role, base=source, target=target)
+            continue
         if dtypes.is_float(dtype):
             delta = dtypes.to_float64(storage_view(target), dtype) - dtypes.to_float64(storage_view(source), dtype)
         else:

@@ -86,11 +86,11 @@ def decode(pipeline: Pipeline, payload: bytes, spec: ArraySpec) -> np.ndarray:
     serializer = pipeline.serializer
     bound = serializer.max_encoded_size(specs[-1])
     data = payload
-    for stage in reversed(pipeline.byte_stages):
-        data = stage.decode(data, bound)
+    for byte_stage in reversed(pipeline.byte_stages):
+        data = byte_stage.decode(data, bound)
     values = serializer.decode(data, specs[-1])
-    for stage, out_spec in zip(reversed(pipeline.array_stages), reversed(specs[:-1])):
-        values = stage.decode(values, out_spec)
+    for array_stage, out_spec in zip(reversed(pipeline.array_stages), reversed(specs[:-1])):
+        values = array_stage.decode(values, out_spec)
     expected = dtypes.storage_dtype(spec.dtype)
     if values.shape != spec.shape or values.dtype != expected:
         raise CodecError(f"pipeline produced {values.dtype}{values.shape}, expected {spec.dtype}{spec.shape}")

@@ -56,18 +56,29 @@ def normalize_counts(counts: np.ndarray, precision: int) -> np.ndarray:
     return freq
 
 
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
 def _window(values: np.ndarray) -> tuple[int, int]:
-    """[lo, hi] of symbols modelled directly: everything if it fits, else the densest window."""
+    """[lo, hi] of symbols modelled directly: everything if it fits, else the densest window.
+
+    The window never reaches past the int64 range, so ``lo + index`` cannot overflow in
+    the decoder (spec/FORMAT.md requires decoders to refuse a header that would).
+    """
     lo, hi = int(values.min()), int(values.max())
     if hi - lo + 1 <= MAX_ALPHABET:
         return lo, hi
     uniq, counts = np.unique(values, return_counts=True)
     width = MAX_ALPHABET - 1  # one slot is the escape symbol
     csum = np.concatenate(([0], np.cumsum(counts)))
-    ends = np.searchsorted(uniq, uniq + width, side="left")
+    # uniq + width in exact integers: clip the ends at int64 max instead of wrapping.
+    limit = np.minimum(uniq, np.int64(_INT64_MAX - width)) + width
+    ends = np.searchsorted(uniq, limit, side="left")
     covered = csum[ends] - csum[np.arange(len(uniq))]
     best = int(np.argmax(covered))
-    return int(uniq[best]), int(uniq[best]) + width - 1
+    start = min(int(uniq[best]), _INT64_MAX - width + 1)
+    return start, start + width - 1
 
 
 @register
@@ -126,6 +137,8 @@ class Rans(ArrayToBytes):
         precision = r.u8()
         if not 1 <= alphabet <= MAX_ALPHABET or has_escape > 1 or not MIN_PRECISION <= precision <= MAX_PRECISION:
             raise CodecError("rans: invalid model header")
+        if lo < _INT64_MIN or lo + alphabet - 1 - has_escape > _INT64_MAX:
+            raise CodecError("rans: symbol window outside the int64 range")
         freq = np.array([r.uvarint() for _ in range(alphabet)], dtype=np.int64)
         if int(freq.sum()) != 1 << precision:
             raise CodecError("rans: frequencies do not sum to 2**precision")
@@ -155,7 +168,7 @@ class Rans(ArrayToBytes):
             esc = index == alphabet - 1
             count = int(esc.sum())
             extra = [r.svarint() for _ in range(count)]
-            if extra and (min(extra) < -(1 << 63) or max(extra) >= 1 << 63):
+            if extra and (min(extra) < _INT64_MIN or max(extra) > _INT64_MAX):
                 raise CodecError("rans: escaped value out of range")
             values[esc] = extra
         if r.remaining:
@@ -167,12 +180,19 @@ class Rans(ArrayToBytes):
 
 
 def _to_spec(values: np.ndarray, spec: ArraySpec) -> np.ndarray:
+    """Symbols (int64) as the output element type, refusing values it cannot hold.
+
+    uint64 is the exception: its symbols are the two's-complement int64 reading of the
+    bits (``check_integer_symbols`` wraps the same way), so every int64 is valid.
+    """
     from .. import dtypes
 
     dtype = dtypes.storage_dtype(spec.dtype)
     if dtype.kind not in "iub":
         raise CodecError(f"rans: cannot produce {spec.dtype}")
-    info = np.iinfo(dtype) if dtype.kind != "b" else None
-    if info is not None and values.size and (values.min() < info.min or values.max() > info.max):
+    if dtype == np.dtype("<u8"):
+        return values.astype(dtype).reshape(spec.shape)
+    lo, hi = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))  # type: ignore[type-var]
+    if values.size and (values.min() < lo or values.max() > hi):
         raise CodecError(f"rans: decoded values overflow {spec.dtype}")
     return values.astype(dtype).reshape(spec.shape)

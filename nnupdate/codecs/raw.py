@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes
-from ..errors import CodecError
+from ..errors import CodecError, InputError
 from .base import ArraySpec, ArrayToBytes, register
 
 
@@ -25,12 +25,19 @@ class Raw(ArrayToBytes):
     lossless = True
     dtype: str = ""
 
+    def __post_init__(self) -> None:
+        if self.dtype:
+            try:
+                dtypes.code_of(self.dtype)
+            except InputError:
+                raise ValueError(f"raw: unknown storage type {self.dtype!r}") from None
+
     def _storage(self, spec: ArraySpec) -> str:
         return self.dtype or spec.dtype
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[bytes, Raw]:
         storage = self._storage(spec)
-        if dtypes.is_float(storage) != dtypes.is_float(spec.dtype):
+        if storage != spec.dtype and not (dtypes.is_float(storage) and dtypes.is_float(spec.dtype)):
             raise CodecError(f"raw: cannot store {spec.dtype} as {storage}")
         if dtypes.is_float(storage):  # float specs arrive as float64 values
             packed = dtypes.from_float64(np.asarray(values, dtype=np.float64), storage)

@@ -13,7 +13,7 @@ from .base import BytesToBytes, register
 @register
 @dataclass(frozen=True)
 class Zstd(BytesToBytes):
-    """Zstandard frame with its content size; ``level`` is informational for decoders."""
+    """One Zstandard frame (RFC 8878) declaring its content size; ``level`` is informational for decoders."""
 
     codec_id = 0x0030
     name = "zstd"
@@ -30,10 +30,17 @@ class Zstd(BytesToBytes):
             raise CodecError("zstd: not a zstd frame") from None
         if size < 0 or size > max_size:
             raise CodecError("zstd: frame lacks a content size or declares too many bytes")
+        # One frame, exactly: libzstd stops at a declared content size, and bytes after the
+        # frame (which ZstdDecompressor.decompress would silently ignore) are refused.
+        stream = zstandard.ZstdDecompressor().decompressobj()
         try:
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=max_size)
+            out = stream.decompress(data)
         except zstandard.ZstdError as exc:
             raise CodecError(f"zstd: {exc}") from None
+        if not stream.eof:
+            raise CodecError("zstd: frame is cut off")
+        if stream.unused_data:
+            raise CodecError("zstd: bytes after the frame")
         if len(out) != size:
             raise CodecError("zstd: frame size mismatch")
         return out

@@ -19,6 +19,7 @@ from .. import dtypes
 from ..errors import (
     ChecksumError,
     FormatError,
+    InputError,
     LimitError,
     TruncatedError,
     UnsupportedError,
@@ -40,7 +41,7 @@ from .constants import (
     is_ancillary,
 )
 
-ParamValue = Union[int, float, str, bytes, np.ndarray]
+ParamValue = Union[int, float, str, bytes, np.ndarray]  # noqa: UP007  (a runtime alias; | fails on 3.10 here)
 """A stage parameter: a scalar, a string, raw bytes, or a 1-D int64/float64 array."""
 
 _NO_FINGERPRINT = bytes(32)
@@ -109,7 +110,7 @@ def _chunk(chunk_type: bytes, data: bytes) -> bytes:
 
 
 def _param_entry(key: str, value: ParamValue) -> dict[str, object]:
-    if isinstance(value, bool) or isinstance(value, (int, np.integer)):
+    if isinstance(value, (bool, int, np.integer)):
         return {"key": key, "tag": schema.TAG_INT, "value": int(value)}
     if isinstance(value, (float, np.floating)):
         return {"key": key, "tag": schema.TAG_FLOAT, "value": float(value)}
@@ -250,6 +251,8 @@ def _header_from(body: memoryview, limits: Limits) -> tuple[Header, int]:
         producer=raw.producer,  # type: ignore[attr-defined]
         metadata={m.key: m.value for m in raw.metadata},  # type: ignore[attr-defined]
     )
+    if len(header.metadata) != len(raw.metadata):  # type: ignore[attr-defined]
+        raise FormatError("duplicate metadata keys in HEAD")
     return header, raw.tensor_count  # type: ignore[attr-defined]
 
 
@@ -394,7 +397,7 @@ def read_tensor(data: bytes | memoryview, name: str, *, limits: Limits = DEFAULT
     """One tensor's record, found through the index: the other tensors are not read."""
     index = read_index(data)
     if name not in index:
-        raise KeyError(name)
+        raise InputError(f"no tensor named {name!r} in the index")
     offset, length = index[name]
     view = memoryview(data)
     if offset + length > len(view):
