@@ -6,8 +6,10 @@ suffix. Heavy frameworks (torch, onnx) are imported only when their format is us
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,18 +36,13 @@ def format_of(path: str | os.PathLike[str]) -> str:
         raise InputError(f"{path}: unknown checkpoint format {suffix!r}; use one of {', '.join(sorted(_SUFFIXES))}") from None
 
 
-def _module(kind: str):  # type: ignore[no-untyped-def]
+def _module(kind: str) -> Any:
+    """The adapter module of ``kind``, imported on first use (torch and onnx are heavy)."""
     if kind == "npz":
         return npz
-    if kind == "torch":
-        from . import torch as module
-    elif kind == "safetensors":
-        from . import safetensors as module
-    elif kind == "onnx":
-        from . import onnx as module
-    else:  # pragma: no cover
-        raise InputError(f"unknown format {kind}")
-    return module
+    if kind in ("torch", "safetensors", "onnx"):
+        return importlib.import_module(f"{__name__}.{kind}")
+    raise InputError(f"unknown format {kind}")  # pragma: no cover
 
 
 def read_tensors(path: str | os.PathLike[str]) -> Tensors:

@@ -22,5 +22,5 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 def write(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], *, like: object = None) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: np.asarray(value) for name, value in tensors.items()})
+    np.savez(buffer, **{name: np.asarray(value) for name, value in tensors.items()})  # type: ignore[arg-type]
     atomic_write(path, buffer.getvalue())

@@ -55,6 +55,43 @@ def to_state_dict(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {name: numpy_to_tensor(np.asarray(value)) for name, value in tensors.items()}
 
 
+def from_module(module: Any) -> dict[str, np.ndarray]:
+    """Parameters and persistent buffers of a live ``nn.Module``, under ``state_dict`` names."""
+    return from_state_dict(module.state_dict())
+
+
+def apply_to_module(module: Any, update: Any, *, force: bool = False) -> Any:
+    """Apply ``update`` to ``module`` in place through ``load_state_dict``; returns ``module``.
+
+    Everything is checked before the first parameter is touched: the base fingerprint, and
+    that the new tensors are exactly the module's state-dict keys (an update that adds or
+    removes tensors needs a module that has, or lacks, them, e.g. one with LoRA adapters).
+    Values are copied into the existing tensors, so dtypes, devices and integer buffers
+    stay exact and references held elsewhere (optimizers) see the new values.
+    """
+    from ..update import apply
+
+    torch = _torch()
+    current = from_module(module)
+    new = apply(current, update, force=force)
+    unexpected = sorted(set(new) - set(current))
+    missing = sorted(set(current) - set(new))
+    if unexpected or missing:
+        raise InputError(
+            "the module's tensors differ from the updated set: "
+            + (f"not in the module {unexpected[:5]} " if unexpected else "")
+            + (f"removed by the update {missing[:5]}" if missing else "")
+        )
+    reference = module.state_dict()
+    with torch.no_grad():
+        for name, value in new.items():
+            target = reference[name]
+            if tuple(target.shape) != tuple(value.shape):
+                raise InputError(f"{name}: module tensor is {list(target.shape)}, update gives {list(value.shape)}")
+        module.load_state_dict({name: numpy_to_tensor(value) for name, value in new.items()}, strict=True)
+    return module
+
+
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     torch = _torch()
     try:

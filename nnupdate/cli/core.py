@@ -54,6 +54,10 @@ def encode(
     max_rel_error: Annotated[Optional[float], typer.Option(help="Largest step whose relative L2 error stays below E.")] = None,
     round_: Annotated[int, typer.Option("--round", help="Sequence/round number stored in the header.")] = 0,
     meta: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE metadata (repeatable).")] = None,
+    tensor_digests: Annotated[
+        bool,
+        typer.Option(help="Store an 8-byte digest per base tensor so `apply --name-map` can find and verify it in a renamed base (e.g. ONNX)."),
+    ] = True,
     json_: JsonOpt = False,
 ) -> None:
     """Make an update file from two checkpoints and report what it cost and preserved."""
@@ -62,7 +66,12 @@ def encode(
     from ..update import diff, encode_with_report
 
     chosen = _codec_with_overrides(codec, step, max_rel_error)
-    update = diff(adapters.read_tensors(base), adapters.read_tensors(new), round=round_, metadata=_parse_meta(meta or []))
+    base_tensors = adapters.read_tensors(base)
+    update = diff(base_tensors, adapters.read_tensors(new), round=round_, metadata=_parse_meta(meta or []))
+    if tensor_digests:
+        from ..adapters.namemap import attach_tensor_digests
+
+        attach_tensor_digests(update, base_tensors)
     report = encode_with_report(update, chosen)
     atomic_write(output, report.data)
     seconds = report.seconds
@@ -96,6 +105,9 @@ def apply_(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the new checkpoint (format from suffix).")],
     force: Annotated[bool, typer.Option(help="Apply even if the base fingerprint does not match.")] = False,
     name_map: Annotated[Optional[str], typer.Option(help="auto or a JSON file mapping update names to base names.")] = None,
+    save_name_map: Annotated[
+        Optional[Path], typer.Option(help="Write the resolved name map as editable JSON (for --name-map FILE).")
+    ] = None,
 ) -> None:
     """Apply an update to its base and write the new checkpoint in the base's format (or OUTPUT's)."""
     from .. import adapters
@@ -107,7 +119,16 @@ def apply_(
     if name_map is not None:
         from ..adapters.namemap import apply_with_name_map
 
-        result = apply_with_name_map(base, base_tensors, update, name_map, force=force)
+        mapped = apply_with_name_map(base, base_tensors, update, name_map, force=force)
+        result = mapped.tensors
+        for line in mapped.name_map.notes():
+            console().print(f"  {line}", markup=False)
+        if save_name_map is not None:
+            import json
+
+            from ..io import atomic_write
+
+            atomic_write(save_name_map, (json.dumps(mapped.name_map.to_json(), indent=2) + "\n").encode())
     else:
         result = apply(base_tensors, update, force=force)
     adapters.write_tensors(output, result, like=base)
@@ -135,8 +156,14 @@ def info(update_file: Annotated[Path, typer.Argument(metavar="UPDATE")], json_: 
     from ..io import inspect
 
     summary = inspect(update_file)
+    touched: dict[str, list[str]] = {"changed": [], "added": [], "removed": [], "unchanged": []}
+    for t in summary.tensors:
+        group = {"KEEP": "unchanged", "REMOVE": "removed"}.get(t.combine, "changed")
+        if t.combine == "REPLACE" and summary.kind == "delta":
+            group = "added"  # diff() stores new tensors (and re-typed ones) as REPLACE
+        touched[group].append(t.name)
     if json_:
-        emit_json(summary.to_json())
+        emit_json({**summary.to_json(), "touched": touched})
         return
     from rich.table import Table
 
@@ -149,6 +176,7 @@ def info(update_file: Annotated[Path, typer.Argument(metavar="UPDATE")], json_: 
         out.print(f"base fingerprint {summary.base_fingerprint}")
     for key, value in summary.metadata.items():
         out.print(f"  {key} = {value}")
+    out.print("touched: " + ", ".join(f"{len(v)} {k}" for k, v in touched.items()))
     table = Table("tensor", "dtype", "shape", "change", "pipeline", "bytes", "bits/param")
     for t in summary.tensors:
         pipeline = " | ".join(str(s["codec"]) for s in t.pipeline) or "-"
