@@ -1,0 +1,25 @@
+"""Entropy-stage choices shared by the quantizing codecs of this package (``coder=...``).
+
+Registers ``elias``, ``golomb`` and ``bitpack`` as selectable coders for every codec,
+and defines the wider ``auto`` set used by the sparse and RD codecs: the core
+candidates (rans, raw+zstd) plus the run-length and gap coders, the smallest measured
+payload winning per tensor.
+"""
+
+from __future__ import annotations
+
+from .bitpack import BitPack
+from .elias import EliasGammaRLE
+from .golomb import GolombRice
+from .presets import Tail, entropy_tails, register_coder
+
+register_coder("elias", ((EliasGammaRLE(),),))
+register_coder("golomb", ((GolombRice(),),))
+register_coder("bitpack", ((BitPack(),),))
+
+
+def tails(coder: str) -> tuple[Tail, ...]:
+    """Candidate tails for ``coder``; ``auto`` = rans, raw+zstd, elias and golomb."""
+    if coder == "auto":
+        return entropy_tails("auto") + ((EliasGammaRLE(),), (GolombRice(),))
+    return entropy_tails(coder)

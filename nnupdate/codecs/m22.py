@@ -1,0 +1,181 @@
+"""``m22``: Lloyd-Max quantizer designed on a fitted GenNorm, M-weighted distortion (0x0011).
+
+Liu et al.'s M22 observes that update entries follow a generalized normal law and that
+what matters for training is the error weighted by magnitude, d_M = mean(|g|^M (g-ĝ)^2).
+The encoder fits GenNorm(mu, alpha, beta) to the tensor (``nnupdate.stats``), designs
+an L-level symmetric Lloyd-Max quantizer for d_M on that fit truncated to the observed
+range (``nnupdate.stats.lloyd``), and emits signed level indices
+``s = index - floor(L/2)`` (0 is the level nearest the center for odd L), which the
+entropy stage after it codes. Decoding is a table lookup ``x̂ = centers[s + floor(L/2)]``,
+no arithmetic at all, so it is bit-exact everywhere.
+
+Stage parameters: mu, alpha, beta (the fit, informative), m, centers (L float64,
+sorted, absolute values), thresholds (L-1 float64, the encoder's cell edges,
+informative: a decoder needs only the centers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import CodecError, InputError
+from ..format import Combine
+from .base import ArraySpec, ArrayToArray, register
+from .coders import tails as entropy_tails
+from .presets import Codec, Plan, register_codec
+from .uniform import Uniform
+
+if TYPE_CHECKING:
+    from ..update import TensorChange
+
+MIN_LEVELS = 2
+MAX_LEVELS = 256
+
+
+def _empty() -> np.ndarray:
+    return np.zeros(0, dtype=np.float64)
+
+
+@register
+@dataclass(frozen=True)
+class M22(ArrayToArray):
+    """Lloyd-Max levels on a GenNorm fit; ``levels`` and ``m`` choose the design, the rest is resolved."""
+
+    codec_id = 0x0011
+    name = "m22"
+    levels: int = 16
+    m: float = 0.0
+    mu: float = 0.0
+    alpha: float = 0.0
+    beta: float = 0.0
+    centers: np.ndarray = field(default_factory=_empty)
+    thresholds: np.ndarray = field(default_factory=_empty)
+
+    def __post_init__(self) -> None:
+        if not MIN_LEVELS <= self.levels <= MAX_LEVELS:
+            raise ValueError(f"levels must lie in [{MIN_LEVELS}, {MAX_LEVELS}]")
+        if not (np.isfinite(self.m) and 0 <= self.m <= 8):
+            raise ValueError("m must lie in [0, 8]")
+        c, t = np.asarray(self.centers), np.asarray(self.thresholds)
+        if c.size:
+            if c.size != self.levels or t.size != self.levels - 1:
+                raise ValueError("need `levels` centers and `levels - 1` thresholds")
+            if not (np.isfinite(c).all() and np.isfinite(t).all()) or np.any(np.diff(c) < 0):
+                raise ValueError("centers must be finite and sorted")
+
+    def __eq__(self, other: object) -> bool:  # ndarray fields: compare by value
+        return isinstance(other, M22) and all(
+            np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
+        return ArraySpec(spec.shape, "int16")
+
+    def design(self, values: np.ndarray) -> M22:
+        """The resolved stage for ``values``: fit, then Lloyd-Max on the fit."""
+        from ..stats import fit_gennorm
+        from ..stats.lloyd import symmetric_quantizer
+
+        x = np.asarray(values, dtype=np.float64).reshape(-1)
+        if x.size == 0:
+            return dataclasses.replace(self, centers=np.zeros(self.levels), thresholds=np.zeros(self.levels - 1))
+        fit = fit_gennorm(x)
+        span = float(np.max(np.abs(x - fit.mu)))
+        if fit.alpha <= 0 or span <= 0:
+            zeros = np.full(self.levels, fit.mu)
+            return dataclasses.replace(self, mu=fit.mu, alpha=0.0, beta=fit.beta, centers=zeros, thresholds=zeros[1:])
+        cn, tn = symmetric_quantizer(self.levels, fit.beta, self.m, span / fit.alpha)
+        centers = fit.mu + fit.alpha * cn
+        thresholds = fit.mu + fit.alpha * tn
+        return dataclasses.replace(self, mu=fit.mu, alpha=fit.alpha, beta=fit.beta, centers=centers, thresholds=thresholds)
+
+    def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, M22]:
+        x = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(x).all():
+            raise CodecError("m22: input holds NaN or infinity")
+        resolved = self if np.asarray(self.centers).size else self.design(x)
+        index = np.searchsorted(resolved.thresholds, x, side="left")
+        # searchsorted keeps ties on the lower cell; either is a valid nearest-threshold choice
+        return (index - self.levels // 2).astype(np.int16), resolved
+
+    def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
+        if not dtypes.is_float(spec.dtype):
+            raise CodecError(f"m22: cannot reconstruct {spec.dtype}")
+        centers = np.asarray(self.centers, dtype=np.float64)
+        if centers.size != self.levels:
+            raise CodecError("m22: stage has no centers")
+        index = encoded.astype(np.int64) + self.levels // 2
+        if index.size and (index.min() < 0 or index.max() >= self.levels):
+            raise CodecError("m22: level index out of range")
+        return dtypes.from_float64(centers[index], spec.dtype)
+
+
+def symbol_entropy(symbols: np.ndarray) -> float:
+    """Empirical order-0 entropy in bits per symbol (the ideal entropy coder's rate)."""
+    if symbols.size == 0:
+        return 0.0
+    _, counts = np.unique(symbols, return_counts=True)
+    p = counts / symbols.size
+    return float(-(p * np.log2(p)).sum())
+
+
+@register_codec
+@dataclass(frozen=True)
+class M22Codec(Codec):
+    """Per-tensor GenNorm fit + M-weighted Lloyd-Max levels + entropy coding.
+
+    ``levels`` fixes L; ``bits > 0`` instead picks, per tensor, the largest L whose
+    level entropy stays at or below ``bits`` per parameter. Tensors smaller than
+    ``min_size`` (biases, norms) skip the fit, whose header would outweigh them, and use
+    a uniform quantizer spanning the same range with the same number of levels.
+    """
+
+    name = "m22"
+    summary = "GenNorm fit + M-weighted Lloyd-Max (M22) + entropy coding"
+    levels: int = 16
+    M: float = 0.0
+    bits: float = 0.0
+    coder: str = "auto"
+    min_size: int = 1024
+
+    def __post_init__(self) -> None:
+        entropy_tails(self.coder)
+        if not MIN_LEVELS <= self.levels <= MAX_LEVELS:
+            raise ValueError(f"levels must lie in [{MIN_LEVELS}, {MAX_LEVELS}]")
+        if not 0 <= self.M <= 8 or self.bits < 0 or self.bits > 8 or self.min_size < 0:
+            raise ValueError("M must lie in [0, 8], bits in [0, 8], min_size >= 0")
+
+    def _levels_for(self, x: np.ndarray) -> int:
+        if self.bits <= 0:
+            return self.levels
+        lo, hi = MIN_LEVELS, MAX_LEVELS
+        while lo < hi:  # entropy grows with L; largest L with H <= bits
+            mid = (lo + hi + 1) // 2
+            stage = M22(mid, self.M).design(x)
+            symbols, _ = stage.encode(x, ArraySpec(x.shape, "float64"))
+            if symbol_entropy(symbols) <= self.bits:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def plan_float_delta(self, change: TensorChange) -> Plan:
+        x = change.values_for(Combine.ADD)
+        tails = entropy_tails(self.coder)
+        if change.size < self.min_size:
+            peak = float(np.max(np.abs(x))) if x.size else 0.0
+            if peak == 0.0 or not np.isfinite(peak):
+                if not np.isfinite(peak):
+                    raise InputError(f"{change.name}: delta holds NaN or infinity")
+                peak = 1.0
+            return Plan(Combine.ADD, (Uniform(2 * peak / max(1, self.levels - 1)),), tails)
+        levels = self._levels_for(np.asarray(x, dtype=np.float64).reshape(-1))
+        stage = M22(levels, self.M).design(x)
+        return Plan(Combine.ADD, (stage,), tails)

@@ -1,0 +1,10 @@
+"""Distribution models of update values: GenNorm and double-Weibull fits, goodness of fit.
+
+Encoder-side only: these fits shape quantizers (M22) and feed reports; nothing a
+decoder computes depends on them (whatever it needs travels as stage parameters).
+"""
+
+from .fit import DoubleWeibull, GenNorm, best_fit, fit_double_weibull, fit_gennorm
+from .gof import ks_statistic, wasserstein2
+
+__all__ = ["DoubleWeibull", "GenNorm", "best_fit", "fit_double_weibull", "fit_gennorm", "ks_statistic", "wasserstein2"]
