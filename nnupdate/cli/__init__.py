@@ -42,7 +42,9 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and a nonzero exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns typer.Exit's code when not standalone
+            return code
     except BaseMismatchError as exc:
         print(f"nnupdate: error: {exc} (use --force to apply anyway)", file=sys.stderr)
         return EXIT_BASE_MISMATCH
