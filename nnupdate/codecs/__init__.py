@@ -3,11 +3,19 @@
 Importing this package registers every built-in stage and codec.
 """
 
-from . import rans, raw, uniform, zstd  # noqa: F401  (registration side effects)
+from . import bitpack, coders, elias, golomb, m22, qsgd, rans, raw, rd, sbc, topk, uniform, zstd  # noqa: F401  (registration side effects)
 from .base import ArraySpec, ArrayToArray, ArrayToBytes, BytesToBytes, Stage, StageKind, register, registered_stages
 from .pipeline import Pipeline
-from .presets import Codec, Plan, codec_table, entropy_tails, parse_codec, register_codec, register_coder, registered_codecs
-from . import bitpack, coders, elias, golomb, m22, qsgd, rd, sbc, topk  # noqa: F401,E402,I001  (helper C's stages and codecs)
+from .presets import (
+    Codec,
+    Plan,
+    codec_table,
+    entropy_tails,
+    parse_codec,
+    register_codec,
+    register_coder,
+    registered_codecs,
+)
 
 __all__ = [
     "ArraySpec",
