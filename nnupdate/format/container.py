@@ -179,7 +179,7 @@ def serialize(container: Container) -> bytes:
         parts.append(chunk)
         offset += len(chunk)
     index_offset = offset
-    parts.append(_chunk(INDX, schema.IndexBody.build(index)))
+    parts.append(_chunk(INDX, schema.IndexBody.build({"entries": index})))
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part)
@@ -390,7 +390,7 @@ def read_index(data: bytes | memoryview) -> dict[str, tuple[int, int]]:
     if first[1] != INDX:
         raise FormatError("IEND does not point at an index chunk")
     entries = _parse_struct(schema.IndexBody, first[2], "index chunk")
-    return {e.name: (e.offset, e.length) for e in entries}  # type: ignore[attr-defined]
+    return {e.name: (e.offset, e.length) for e in entries.entries}  # type: ignore[attr-defined]
 
 
 def read_tensor(data: bytes | memoryview, name: str, *, limits: Limits = DEFAULT_LIMITS) -> TensorRecord:

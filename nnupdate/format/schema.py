@@ -27,6 +27,7 @@ from construct import (
     PrefixedArray,
     Struct,
     Switch,
+    Terminated,
     this,
 )
 
@@ -108,6 +109,7 @@ HeadBody = Struct(
     "producer" / Utf8Short,
     "metadata" / PrefixedArray(Int32ul, Struct("key" / Utf8Short, "value" / Utf8Long)),
     "tensor_count" / Int32ul,
+    Terminated,  # trailing bytes inside HEAD are a defect, not padding
 )
 
 TensorHeader = Struct(
@@ -124,13 +126,14 @@ TensorBody = Struct(
     "payload" / GreedyBytes,
 )
 
-IndexBody = PrefixedArray(
-    Int32ul,
-    Struct("name" / Utf8Short, "offset" / Int64ul, "length" / Int64ul),
+IndexBody = Struct(
+    "entries" / PrefixedArray(Int32ul, Struct("name" / Utf8Short, "offset" / Int64ul, "length" / Int64ul)),
+    Terminated,
 )
 
 EndBody = Struct(
     "index_offset" / Int64ul,  # 0: no index chunk
     "digest" / Bytes(32),  # SHA-256 of every byte before the IEND chunk
+    Terminated,
 )
 END_CHUNK_SIZE = CHUNK_FRAME_SIZE + 8 + 32 + CHUNK_CRC_SIZE
