@@ -14,18 +14,22 @@ from .output import console, emit_json, human_bytes
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 
-def _codec_with_overrides(spec: str, step: Optional[float], max_rel_error: Optional[float]):  # type: ignore[no-untyped-def]
+def _codec_with_overrides(spec: str, step: Optional[float], max_rel_error: Optional[float], target_bits: float | None = None, lam: float | None = None):  # type: ignore[no-untyped-def]
     from ..codecs import parse_codec
     from ..errors import InputError
 
     codec = parse_codec(spec)
-    overrides = {k: v for k, v in (("step", step), ("max_rel_error", max_rel_error)) if v is not None}
+    given = (("step", step), ("max_rel_error", max_rel_error), ("target_bits", target_bits), ("lam", lam))
+    overrides = {k: v for k, v in given if v is not None}
     fields = {f.name for f in dataclasses.fields(codec)}
     for key in overrides:
         if key not in fields:
             raise InputError(f"codec {codec.name} has no {key.replace('_', '-')} option")
     if "max_rel_error" in overrides and "step" in fields and step is None:
         overrides["step"] = 0.0
+    for key in ("target_bits", "lam"):  # a rate flag replaces rate choices made in the codec spec
+        if key in overrides:
+            overrides.update({k: 0.0 for k in ("step", "target_bits", "lam") if k in fields and k not in overrides})
     try:
         return dataclasses.replace(codec, **overrides)
     except (ValueError, TypeError) as exc:
@@ -52,6 +56,8 @@ def encode(
     codec: Annotated[str, typer.Option(help="NAME[:key=value,...]; see `nnupdate codecs`.")] = "uniform",
     step: Annotated[Optional[float], typer.Option(help="Global quantizer step (overrides the codec's).")] = None,
     max_rel_error: Annotated[Optional[float], typer.Option(help="Largest step whose relative L2 error stays below E.")] = None,
+    target_bits: Annotated[float | None, typer.Option(help="Bisect the step until the file costs B bits/param (codecs with a target_bits option, e.g. rd).")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="Pick the step minimising bytes + LAMBDA * squared error (e.g. rd).")] = None,
     round_: Annotated[int, typer.Option("--round", help="Sequence/round number stored in the header.")] = 0,
     meta: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE metadata (repeatable).")] = None,
     tensor_digests: Annotated[
@@ -65,7 +71,7 @@ def encode(
     from ..io import atomic_write
     from ..update import diff, encode_with_report
 
-    chosen = _codec_with_overrides(codec, step, max_rel_error)
+    chosen = _codec_with_overrides(codec, step, max_rel_error, target_bits, lam)
     base_tensors = adapters.read_tensors(base)
     update = diff(base_tensors, adapters.read_tensors(new), round=round_, metadata=_parse_meta(meta or []))
     if tensor_digests:
