@@ -86,3 +86,88 @@ def logits(model: Any, x: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
+
+
+# ----------------------------------------------------------------------------- federated splits
+#
+# The task plug-in interface used by ``nnupdate.fl``: make_model(seed),
+# client_datasets(num_clients, split=..., alpha=..., seed=...), test_dataset(seed).
+
+
+def split_indices(
+    y: np.ndarray,
+    num_clients: int,
+    *,
+    split: str = "dirichlet",
+    alpha: float = 0.5,
+    shards_per_client: int = 2,
+    seed: int = 0,
+    min_size: int = 8,
+) -> list[np.ndarray]:
+    """Indices of each client's examples.
+
+    ``iid``: a seeded random partition into equal parts. ``dirichlet``: for every class,
+    the class's examples are divided among clients in proportions drawn from
+    Dirichlet(alpha) (small alpha = more skew; Hsu et al. 2019); redrawn (bounded) until
+    every client holds at least ``min_size`` examples. ``shards``: examples sorted by
+    label, cut into ``num_clients * shards_per_client`` shards, each client gets
+    ``shards_per_client`` of them (McMahan et al. 2017).
+    """
+    from ..errors import InputError
+
+    n = len(y)
+    if num_clients < 1 or num_clients > n:
+        raise InputError(f"num_clients must lie in [1, {n}], got {num_clients}")
+    rng = np.random.default_rng(seed)
+    if split == "iid":
+        return [np.sort(part) for part in np.array_split(rng.permutation(n), num_clients)]
+    if split == "shards":
+        shards = num_clients * shards_per_client
+        if shards > n:
+            raise InputError(f"{shards} shards need at least {shards} examples")
+        order = np.argsort(y, kind="stable")
+        pieces = np.array_split(order, shards)
+        assignment = rng.permutation(shards)
+        return [
+            np.sort(np.concatenate([pieces[s] for s in assignment[c * shards_per_client : (c + 1) * shards_per_client]]))
+            for c in range(num_clients)
+        ]
+    if split != "dirichlet":
+        raise InputError(f"unknown split {split!r}; choose iid, dirichlet or shards")
+    if not alpha > 0:
+        raise InputError(f"Dirichlet alpha must be > 0, got {alpha}")
+    floor = min(min_size, n // num_clients)
+    parts: list[list[int]] = []
+    for _ in range(100):
+        parts = [[] for _ in range(num_clients)]
+        for label in np.unique(y):
+            members = rng.permutation(np.flatnonzero(y == label))
+            shares = rng.dirichlet(np.full(num_clients, alpha))
+            cuts = (np.cumsum(shares)[:-1] * len(members)).astype(np.int64)
+            for client, chunk in enumerate(np.split(members, cuts)):
+                parts[client].extend(chunk.tolist())
+        if min(len(p) for p in parts) >= floor:
+            break
+    else:
+        raise InputError(f"could not give every client {floor} examples with alpha={alpha}; raise alpha or use fewer clients")
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def client_datasets(
+    num_clients: int = 10,
+    *,
+    split: str = "dirichlet",
+    alpha: float = 0.5,
+    seed: int = 0,
+    shards_per_client: int = 2,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The training set divided among ``num_clients`` clients (see :func:`split_indices`)."""
+    x, y, _, _ = load_arrays(seed=0)
+    parts = split_indices(y, num_clients, split=split, alpha=alpha, shards_per_client=shards_per_client, seed=seed)
+    return [(x[p], y[p]) for p in parts]
+
+
+def test_dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out quarter of digits (the same for every split)."""
+    _, _, x, y = load_arrays(seed=0)
+    return x, y

@@ -1,0 +1,60 @@
+"""Client logic, shared by every engine: receive, train, diff, encode.
+
+``client_round`` is a pure function of (config, client id, round, state, downstream
+bytes): engines only move its inputs and outputs around, so the in-process engine and
+the Flower ``ClientApp`` produce the same bytes for the same seed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..update import decode, encode_with_report
+from .config import FLConfig
+from .messages import ClientState, client_update, new_residual, receive_downstream, resolve_codec
+from .task import client_data, load_task, load_weights, local_train, single_thread, weights_of
+
+
+@dataclass
+class ClientReply:
+    """A client's answer for one round; ``data`` is None when it dropped out."""
+
+    client: int
+    data: bytes | None
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+    train_loss: float = 0.0
+    relative_error: float = 0.0
+    #: why the client produced nothing (engine-reported failure); empty for a silent dropout
+    error: str = ""
+
+
+def train_seed(config: FLConfig, round: int, client: int) -> int:
+    return (config.seed * 1_000_003 + round * 1009 + client) & 0x7FFFFFFF
+
+
+def client_round(config: FLConfig, client: int, round: int, state: ClientState, downstream: list[bytes], *, drop: bool = False) -> tuple[ClientReply, ClientState]:
+    """One round on one client. ``drop`` simulates a client that leaves before replying."""
+    if drop:
+        return ClientReply(client, None), state
+    state, decode_s = receive_downstream(state, downstream)
+    assert state.replica is not None
+    task = load_task(config.task)
+    x, y = client_data(config.task, config.clients, config.split, config.alpha, config.seed)[client]
+    with single_thread():
+        model = load_weights(task.make_model(config.seed), state.replica)
+        loss = local_train(
+            task, model, x, y, epochs=config.local_epochs, lr=config.lr, batch_size=config.batch_size, seed=train_seed(config, round, client)
+        )
+        trained = weights_of(model)
+    update = client_update(
+        state.replica, trained, state.residual, round=round, client=client, examples=len(y), error_feedback=config.error_feedback
+    )
+    report = encode_with_report(update, resolve_codec(config.codec))
+    if config.error_feedback:
+        started = time.perf_counter()
+        decoded = decode(report.data)
+        decode_s += time.perf_counter() - started
+        state.residual = new_residual(update, decoded)
+    return ClientReply(client, report.data, report.seconds, decode_s, loss, report.relative_error), state
