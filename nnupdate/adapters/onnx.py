@@ -55,7 +55,6 @@ class GraphInfo:
     used: set[str] = field(default_factory=set)
     #: update name -> {"name": ..., "transpose": [...]} recorded by :func:`export`
     name_map: dict[str, Any] = field(default_factory=dict)
-    uses_external_data: bool = False
 
 
 def _check_external_locations(model: Any, path: Path) -> bool:
@@ -78,6 +77,11 @@ def _check_external_locations(model: Any, path: Path) -> bool:
 
 def load_model(path: str | os.PathLike[str]) -> Any:
     """The ``ModelProto`` with external data loaded; a clear :class:`InputError` for anything else."""
+    return _load(path)[0]
+
+
+def _load(path: str | os.PathLike[str]) -> tuple[Any, bool]:
+    """The model and whether its initializers were stored as external data."""
     onnx = _onnx()
     from google.protobuf.message import DecodeError
 
@@ -90,21 +94,20 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     # fields every exported model has.
     if model.ir_version <= 0 or not model.opset_import or not model.graph.node:
         raise InputError(f"{path}: not an ONNX model (no IR version, opset or graph nodes)")
-    if _check_external_locations(model, path):
+    external = _check_external_locations(model, path)
+    if external:
         try:
             onnx.load_external_data_for_model(model, str(path.resolve().parent))
         except (OSError, ValueError, RuntimeError) as exc:
             raise InputError(f"{path}: cannot load external data ({exc})") from None
-    return model
+    return model, external
 
 
 def graph_info(path: str | os.PathLike[str], model: Any | None = None) -> GraphInfo:
     """Initializer order, Identity aliases, used names and any stored name map of a model."""
-    onnx = _onnx()
     model = model if model is not None else load_model(path)
     initializers = {t.name for t in model.graph.initializer}
     info = GraphInfo(order=[t.name for t in model.graph.initializer])
-    info.uses_external_data = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     for node in _all_nodes(model.graph):
         info.used.update(node.input)
         if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in initializers:
@@ -159,7 +162,7 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, li
     """
     if like is None or Path(like).suffix.lower() != ".onnx":
         raise InputError(f"{path}: writing an ONNX model needs a base .onnx model to copy the graph from")
-    model = load_model(like)
+    model, external = _load(like)
     info = graph_info(like, model)
     existing = {t.name: t for t in model.graph.initializer}
 
@@ -189,7 +192,7 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, li
         model.graph.node.extend(keep)
     del model.graph.initializer[:]
     model.graph.initializer.extend(replaced)
-    _save(model, Path(path), external=info.uses_external_data)
+    _save(model, Path(path), external=external)
 
 
 def _replacement(original: Any, value: np.ndarray, path: str | os.PathLike[str], *, name: str | None = None) -> Any:
