@@ -295,7 +295,7 @@ def run_pipeline(rec: Record) -> Tensor:
     k = serial[0]
     # specs forward: uniform maps a float type to int32
     specs = [ptype]
-    for cid, _ in rec.stages[:k]:
+    for _ in rec.stages[:k]:
         specs.append("int32")
     inner_type = specs[-1]
     sid, sparams = rec.stages[k]
