@@ -1,0 +1,219 @@
+"""Round-trip properties: lossless stages exact, lossy ones within their declared bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import nnupdate
+from nnupdate import dtypes
+from nnupdate.codecs.base import ArraySpec
+from nnupdate.codecs.rans import MAX_ALPHABET, Rans
+from nnupdate.codecs.raw import Raw
+from nnupdate.codecs.uniform import Uniform
+from nnupdate.fingerprint import storage_view
+from nnupdate.format import Combine
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+INT_TYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"]
+FLOAT_TYPES = ["float16", "float32", "float64"]
+
+names = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20
+).filter(lambda s: len(s.encode("utf-8")) <= 4096)
+shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)
+
+
+def _arrays(dtype: str) -> st.SearchStrategy[np.ndarray]:
+    elements = None
+    if dtype in FLOAT_TYPES:
+        elements = st.floats(width=int(dtype[5:]), allow_nan=False, allow_infinity=False)
+    return hnp.arrays(np.dtype(dtype), shapes, elements=elements)
+
+
+def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and storage_view(a).tobytes() == storage_view(b).tobytes()
+
+
+@st.composite
+def models(draw: st.DrawFn) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(base, new) with changed, unchanged, added, removed and retyped tensors."""
+    tensor_names = draw(st.lists(names, min_size=1, max_size=5, unique=True))
+    base, new = {}, {}
+    for name in tensor_names:
+        dtype = draw(st.sampled_from(INT_TYPES + FLOAT_TYPES))
+        b = draw(_arrays(dtype))
+        fate = draw(st.sampled_from(["change", "keep", "add", "remove", "retype"]))
+        if fate in ("change", "keep", "remove", "retype"):
+            base[name] = b
+        if fate == "change":
+            new[name] = draw(hnp.arrays(b.dtype, b.shape, elements=None if dtype not in FLOAT_TYPES else st.floats(width=int(dtype[5:]), allow_nan=False, allow_infinity=False)))
+        elif fate in ("keep", "add"):
+            new[name] = b.copy()
+        elif fate == "retype":
+            new[name] = b.astype(np.float64) if dtype != "float64" else b.astype(np.float32)
+    return base, new
+
+
+@FAST
+@given(models())
+def test_lossless_codec_reproduces_new_bit_exactly(pair: tuple[dict, dict]) -> None:
+    base, new = pair
+    update = nnupdate.diff(base, new, metadata={"ü": "ß"})
+    data = update.encode("raw")
+    decoded = nnupdate.decode(data)
+    result = nnupdate.apply(base, decoded)
+    assert set(result) == set(new)
+    for name in new:
+        assert _bits_equal(result[name], new[name]), name
+    assert decoded.metadata == {"ü": "ß"}
+
+
+@FAST
+@given(st.sampled_from(FLOAT_TYPES), st.integers(1, 2000), st.floats(1e-6, 1.0), st.booleans(), st.integers(0, 2**31 - 1))
+def test_uniform_error_within_declared_bound(dtype: str, n: int, step: float, stochastic: bool, seed: int) -> None:
+    g = np.random.default_rng(seed)
+    base = g.standard_normal(n).astype(dtype)
+    new = (base.astype(np.float64) + g.laplace(scale=0.01, size=n)).astype(dtype)
+    rounding = "stochastic" if stochastic else "nearest"
+    update = nnupdate.diff({"w": base}, {"w": new})
+    delta = update.changes["w"].data
+    assume(np.abs(delta).max() / step < 2**30)
+    decoded = nnupdate.decode(update.encode(f"uniform:step={step},rounding={rounding},seed={seed % 1000}"))
+    d = dtypes.to_float64(decoded.changes["w"].data, dtype)
+    # Declared bound: step/2 (nearest) or step (stochastic), plus one rounding to the tensor type.
+    bound = (step if stochastic else step / 2) + np.abs(d) * float(np.finfo(dtype).eps) + float(np.finfo(dtype).smallest_subnormal)
+    assert np.all(np.abs(d - delta) <= bound)
+
+
+def test_max_rel_error_target_met_on_measured_decode() -> None:
+    g = np.random.default_rng(1)
+    base = {"a": g.standard_normal((64, 64)).astype(np.float32), "b": g.standard_normal(100).astype(np.float32)}
+    new = {k: v + (0.01 * g.standard_t(3, size=v.shape)).astype(np.float32) for k, v in base.items()}
+    for target in (0.01, 0.05, 0.2):
+        report = nnupdate.encode_with_report(nnupdate.diff(base, new), f"uniform:max_rel_error={target}")
+        assert 0 < report.relative_error <= target * 1.001
+        applied = nnupdate.apply(base, nnupdate.decode(report.data))
+        err = np.sqrt(sum(np.sum((applied[k].astype(np.float64) - new[k]) ** 2) for k in new))
+        norm = np.sqrt(sum(np.sum((new[k].astype(np.float64) - base[k]) ** 2) for k in new))
+        assert err / norm <= target * 1.01  # includes the float32 rounding of base + delta
+
+
+@pytest.mark.parametrize("codec,tol", [("fp16", 1e-3), ("bf16", 8e-3), ("zstd", 1e-7)])
+def test_cast_codecs(codec: str, tol: float) -> None:
+    g = np.random.default_rng(2)
+    base = {"w": g.standard_normal(500).astype(np.float32)}
+    new = {"w": base["w"] + (0.01 * g.standard_normal(500)).astype(np.float32)}
+    report = nnupdate.encode_with_report(nnupdate.diff(base, new), codec)
+    assert report.relative_error <= tol
+
+
+# ----------------------------------------------------------------------------- rANS
+
+
+def _rans_roundtrip(values: np.ndarray) -> bytes:
+    spec = ArraySpec(values.shape, dtypes.name_of_array(values))
+    payload, stage = Rans().encode(values, spec)
+    out = stage.decode(payload, spec)
+    assert out.dtype == values.dtype and out.shape == values.shape
+    assert out.tobytes() == values.tobytes()
+    return payload
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(INT_TYPES).flatmap(lambda t: hnp.arrays(np.dtype(t), hnp.array_shapes(min_dims=0, max_dims=2, max_side=300))))
+def test_rans_exact_on_arbitrary_integer_streams(values: np.ndarray) -> None:
+    _rans_roundtrip(values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=200), st.integers(0, 5000))
+def test_rans_int64_extremes_and_escapes(extra: list[int], bulk: int) -> None:
+    values = np.concatenate([np.random.default_rng(bulk).integers(-3, 3, size=bulk), np.array(extra, dtype=np.int64)])
+    _rans_roundtrip(values.astype(np.int64))
+
+
+def test_rans_special_streams() -> None:
+    assert _rans_roundtrip(np.zeros(0, dtype=np.int32)) == b""
+    _rans_roundtrip(np.full(10000, 7, dtype=np.int32))  # single symbol, no stream
+    _rans_roundtrip(np.array([5], dtype=np.int64))
+    _rans_roundtrip(np.arange(3 * MAX_ALPHABET, dtype=np.int32))  # flat, wider than the window
+    _rans_roundtrip(np.array([np.iinfo(np.int64).max] * 5 + [np.iinfo(np.int64).max - 1], dtype=np.int64))
+    _rans_roundtrip(np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max] * 3, dtype=np.int64))
+    _rans_roundtrip(np.array([2**64 - 1, 0, 2**63], dtype=np.uint64))
+    g = np.random.default_rng(0)
+    _rans_roundtrip(g.integers(-(2**31), 2**31 - 1, size=5000, dtype=np.int32))  # huge alphabet: escapes
+
+
+def test_rans_rate_near_entropy() -> None:
+    g = np.random.default_rng(3)
+    symbols = np.clip(np.rint(g.laplace(scale=3.0, size=200_000)), -200, 200).astype(np.int32)
+    payload = _rans_roundtrip(symbols)
+    _, counts = np.unique(symbols, return_counts=True)
+    p = counts / counts.sum()
+    entropy_bytes = float(-(p * np.log2(p)).sum()) * symbols.size / 8
+    assert len(payload) < entropy_bytes * 1.01 + 600  # model header + final state
+
+
+# ----------------------------------------------------------------------------- stages and shapes
+
+
+@FAST
+@given(st.sampled_from(["float16", "bfloat16"]), hnp.arrays(np.float32, shapes, elements=st.floats(width=32)))
+def test_raw_cast_rounds_to_nearest(storage: str, values: np.ndarray) -> None:
+    spec = ArraySpec(values.shape, "float32")
+    payload, stage = Raw(storage).encode(values.astype(np.float64), spec)
+    out = stage.decode(payload, spec)
+    expected = dtypes.from_float64(values.astype(np.float64), storage)
+    back = dtypes.to_float64(expected, storage).astype(np.float32)
+    assert out.tobytes() == back.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (2**40, 0), (1,) * 10])
+@pytest.mark.parametrize("codec", ["raw", "uniform:step=0.01", "zstd", "fp16", "bf16"])
+def test_degenerate_shapes(shape: tuple[int, ...], codec: str) -> None:
+    size = int(np.prod(shape))
+    base = {"x": np.zeros(shape, np.float32), "n": np.array(3, dtype=np.int64)}
+    new = {"x": np.full(shape, 0.5, np.float32) if size else np.zeros(shape, np.float32), "n": np.array(4, dtype=np.int64)}
+    result = nnupdate.apply(base, nnupdate.decode(nnupdate.diff(base, new).encode(codec)))
+    assert result["x"].shape == shape and result["n"].shape == ()
+    assert np.array_equal(result["x"], new["x"]) and int(result["n"]) == 4
+
+
+def test_bool_and_bfloat16_tensors() -> None:
+    base = {"mask": np.array([True, False, True]), "h": np.array([0x3F80, 0x4000], dtype=np.uint16)}
+    new = {"mask": np.array([False, False, True]), "h": np.array([0x3F80, 0x4040], dtype=np.uint16)}
+    update = nnupdate.diff(base, new)
+    assert update.changes["mask"].combine == Combine.XOR
+    result = nnupdate.apply(base, nnupdate.decode(update.encode("raw")))
+    assert result["mask"].tolist() == [False, False, True]
+    assert result["h"].tolist() == [0x3F80, 0x4040]
+
+
+def test_wrong_base_refused_and_force() -> None:
+    base = {"w": np.zeros(4, np.float32)}
+    update = nnupdate.decode(nnupdate.diff(base, {"w": np.ones(4, np.float32)}).encode("raw"))
+    with pytest.raises(nnupdate.BaseMismatchError):
+        nnupdate.apply({"w": np.full(4, 2.0, np.float32)}, update)
+    with pytest.raises(nnupdate.BaseMismatchError):
+        nnupdate.apply({}, update)
+    forced = nnupdate.apply({"w": np.full(4, 2.0, np.float32)}, update, force=True)
+    assert forced["w"].dtype == np.float32
+    with pytest.raises(nnupdate.ShapeMismatchError):
+        nnupdate.apply({"w": np.zeros(5, np.float32)}, update, force=True)
+
+
+def test_save_load_atomic(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    update = nnupdate.full({"a": np.arange(5, dtype=np.int16)})
+    path = tmp_path / "u.nnu"
+    n = nnupdate.save(path, update, "raw")
+    assert path.stat().st_size == n and path.stat().st_mode & 0o777 != 0o600
+    assert nnupdate.load(path).changes["a"].data.tolist() == [0, 1, 2, 3, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["u.nnu"]  # no temp file left behind
+    info = nnupdate.inspect(path)
+    assert info.kind == "full" and info.tensors[0].name == "a"
