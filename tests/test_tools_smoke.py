@@ -1,0 +1,99 @@
+"""Smoke tests of the benchmark tools in ``tools/`` (workloads, NNCodec runner, bench).
+
+They must pass without NNCodec installed: the NNCodec round trip is skipped when its
+venv is absent. Heavy work (training, full sweeps) is not done here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tools import nncodec_runner, workloads  # noqa: E402
+
+
+@pytest.mark.skipif(not nncodec_runner.available(), reason="NNCodec venv not installed")
+def test_nncodec_round_trip_is_lossy_but_close_and_deterministic() -> None:
+    rng = np.random.default_rng(1)
+    tensors = {
+        "conv.weight": (rng.standard_normal((8, 4, 3, 3)) * 1e-3).astype(np.float32),
+        "conv.bias": (rng.standard_normal(8) * 1e-3).astype(np.float32),
+        "scalar": np.array(2e-3, dtype=np.float32),
+    }
+    configs = [
+        nncodec_runner.NNCodecConfig(qp=-44, dq=True, repeats=2),
+        nncodec_runner.NNCodecConfig(qp=-44, dq=False, lambda_scale=1.0),
+        nncodec_runner.NNCodecConfig(qp=-20, dq=False),
+    ]
+    fine, rdo, coarse = nncodec_runner.encode_many(tensors, configs)
+    for result in (fine, rdo, coarse):
+        assert set(result.reconstructed) == set(tensors)
+        for name, value in tensors.items():
+            assert result.reconstructed[name].shape == value.shape
+            assert result.reconstructed[name].dtype == np.float32
+        assert result.encode_s > 0 and result.decode_s > 0
+    assert len(fine.encode_seconds) == 2
+
+    def rel_err(result: nncodec_runner.NNCodecResult) -> float:
+        num = sum(float(np.sum((result.reconstructed[k] - v).astype(np.float64) ** 2)) for k, v in tensors.items())
+        den = sum(float(np.sum(v.astype(np.float64) ** 2)) for v in tensors.values())
+        return (num / den) ** 0.5
+
+    # A step of 2^-11 on values of scale 1e-3 is a modest error; QP -20 (step 2^-5) zeroes everything.
+    assert rel_err(fine) < 0.6
+    assert rel_err(coarse) == pytest.approx(1.0, abs=1e-6)
+    assert len(coarse.bitstream) < len(fine.bitstream)
+    # The 1-D tensor gets the weights' QP (qp_1d_offset=0), not NNCodec's near-lossless -75.
+    bias_err = np.abs(fine.reconstructed["conv.bias"] - tensors["conv.bias"]).max()
+    assert bias_err > 1e-5
+
+
+def test_nncodec_unavailable_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NNCODEC_PYTHON", str(tmp_path / "missing-python"))
+    assert not nncodec_runner.available()
+    with pytest.raises(nncodec_runner.NNCodecUnavailable):
+        nncodec_runner.encode_tensors({"w": np.zeros(4, np.float32)}, qp=-40)
+
+
+def test_dirichlet_split_partitions_every_index() -> None:
+    labels = np.repeat(np.arange(10), 30)
+    parts = workloads.dirichlet_split(labels, clients=10, alpha=0.5, seed=3)
+    joined = np.sort(np.concatenate(parts))
+    assert np.array_equal(joined, np.arange(len(labels)))
+    # alpha=0.5 is non-IID: some client's label histogram is far from uniform
+    shares = [np.bincount(labels[p], minlength=10) / max(len(p), 1) for p in parts if len(p)]
+    assert max(float(s.max()) for s in shares) > 0.3
+
+
+def test_gennorm_item_shape_and_spread() -> None:
+    base, new = workloads.gennorm_item(1.0)
+    assert base["x"].shape == new["x"].shape == workloads.GENNORM_SHAPE
+    assert not base["x"].any()
+    assert 5e-4 < float(np.mean(np.abs(new["x"]))) < 2e-3  # Laplace(scale=1e-3): E|x| = 1e-3
+
+
+def test_workload_cache_round_trip(tmp_path: Path) -> None:
+    items = [workloads.gennorm_item(2.0, seed=5)]
+    path = tmp_path / "w.npz"
+    workloads._save(path, items)
+    (loaded,) = workloads._load(path)
+    assert np.array_equal(loaded[1]["x"], items[0][1]["x"])
+    assert np.array_equal(loaded[0]["x"], items[0][0]["x"])
+
+
+@pytest.mark.skipif(not workloads.RESNET_CHECKPOINT.exists(), reason="../shared checkpoint absent")
+def test_resnet56_architecture_matches_checkpoint() -> None:
+    torch = pytest.importorskip("torch")
+    state = torch.load(workloads.RESNET_CHECKPOINT, weights_only=True, map_location="cpu")
+    model = workloads.build_resnet56()
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 32, 32))
+    assert tuple(out.shape) == (2, 100)
