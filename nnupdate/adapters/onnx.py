@@ -206,7 +206,7 @@ def _replacement(original: Any, value: np.ndarray, path: str | os.PathLike[str],
         raise ShapeMismatchError(
             f"{path}: initializer {original.name!r} is {want_dtype}{list(want_shape)}, the update gives {array.dtype}{list(array.shape)}"
         )
-    return numpy_helper.from_array(np.ascontiguousarray(array), name=name or original.name)
+    return numpy_helper.from_array(np.array(array, order="C", copy=True), name=name or original.name)
 
 
 def _save(model: Any, path: Path, *, external: bool) -> None:

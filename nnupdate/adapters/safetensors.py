@@ -32,5 +32,5 @@ def write(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], *, like:
     from safetensors.numpy import save
 
     metadata = read_metadata(like) if like is not None and str(like).endswith(".safetensors") else None
-    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    arrays = {name: np.array(value, order="C", copy=True) for name, value in tensors.items()}
     atomic_write(path, save(arrays, metadata=metadata))

@@ -38,8 +38,8 @@ def tensor_to_numpy(tensor: Any) -> np.ndarray:
 def numpy_to_tensor(array: np.ndarray) -> Any:
     torch = _torch()
     if array.dtype.name == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array).copy())
+        return torch.from_numpy(np.array(array, order="C", copy=True).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array, order="C", copy=True))
 
 
 def from_state_dict(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -70,10 +70,11 @@ def apply_to_module(module: Any, update: Any, *, force: bool = False) -> Any:
     stay exact and references held elsewhere (optimizers) see the new values.
     """
     from ..update import apply
+    from . import restore_bfloat16
 
     torch = _torch()
     current = from_module(module)
-    new = apply(current, update, force=force)
+    new = restore_bfloat16(apply(current, update, force=force), {n: c.dtype for n, c in update.changes.items()})
     unexpected = sorted(set(new) - set(current))
     missing = sorted(set(current) - set(new))
     if unexpected or missing:

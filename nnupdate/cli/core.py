@@ -137,6 +137,7 @@ def apply_(
             atomic_write(save_name_map, (json.dumps(mapped.name_map.to_json(), indent=2) + "\n").encode())
     else:
         result = apply(base_tensors, update, force=force)
+    result = adapters.restore_bfloat16(result, {n: c.dtype for n, c in update.changes.items()})
     adapters.write_tensors(output, result, like=base)
     console().print(f"wrote [bold]{output}[/] ({len(result)} tensors)")
 

@@ -1,0 +1,295 @@
+"""PyTorch, safetensors and npz adapters: round trips, live-module apply, partial and structural updates.
+
+Real torch and safetensors; small models trained a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+nn = torch.nn
+
+from nnupdate.adapters import read_tensors, write_tensors  # noqa: E402
+from nnupdate.adapters.namemap import apply_with_name_map, attach_tensor_digests  # noqa: E402
+from nnupdate.adapters.safetensors import read_metadata  # noqa: E402
+from nnupdate.adapters.torch import apply_to_module, from_module  # noqa: E402
+from nnupdate.cli import EXIT_BASE_MISMATCH, main  # noqa: E402
+from nnupdate.errors import BaseMismatchError, InputError  # noqa: E402
+from nnupdate.format import Combine  # noqa: E402
+from nnupdate.io import load  # noqa: E402
+from nnupdate.update import decode, diff  # noqa: E402
+
+
+class LoRALinear(nn.Module):
+    """A frozen Linear plus a low-rank adapter ``B @ A`` (B starts at zero, as in LoRA)."""
+
+    def __init__(self, base: nn.Linear, rank: int = 2) -> None:
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Parameter(torch.randn(rank, base.in_features) * 0.1)
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + x @ self.lora_A.T @ self.lora_B.T
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.hidden = nn.Linear(4 * 6 * 6, 16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x))).flatten(1)
+        return self.out(torch.relu(self.hidden(x)))
+
+
+def _train(model: nn.Module, params, steps: int = 4, seed: int = 0) -> None:  # type: ignore[no-untyped-def]
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(params, lr=0.05)
+    model.train()
+    for _ in range(steps):
+        x, y = torch.randn(16, 1, 8, 8, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> dict:
+    torch.manual_seed(0)
+    model = Net()
+    model.eval()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save(base, tmp_path / "base.pt")
+    _train(model, model.parameters())
+    torch.save(model.state_dict(), tmp_path / "tuned.pt")
+    return {"dir": tmp_path, "model": model, "base": base, "tuned": {k: v.clone() for k, v in model.state_dict().items()}}
+
+
+def _run(*argv: object) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_torch_reader_keeps_buffers_and_integer_types(pair: dict) -> None:
+    tensors = read_tensors(pair["dir"] / "tuned.pt")
+    assert set(tensors) == set(pair["tuned"])
+    assert tensors["bn.num_batches_tracked"].dtype == np.int64
+    assert int(tensors["bn.num_batches_tracked"]) == 4
+    np.testing.assert_array_equal(tensors["bn.running_var"], pair["tuned"]["bn.running_var"].numpy())
+
+
+def test_apply_to_live_module_in_place(pair: dict) -> None:
+    update = diff(read_tensors(pair["dir"] / "base.pt"), from_module(pair["model"]))
+    update = decode(update.encode("raw"))
+    model = Net()
+    model.load_state_dict(pair["base"])
+    weight = model.hidden.weight
+    assert apply_to_module(model, update) is model
+    assert model.hidden.weight is weight  # same Parameter object, values copied in place
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, pair["tuned"][name]), name
+    assert model.bn.num_batches_tracked.dtype == torch.int64 and int(model.bn.num_batches_tracked) == 4
+
+
+def test_apply_to_wrong_module_leaves_it_untouched(pair: dict) -> None:
+    update = decode(diff(read_tensors(pair["dir"] / "base.pt"), from_module(pair["model"])).encode("raw"))
+    torch.manual_seed(99)
+    other = Net()
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(BaseMismatchError):
+        apply_to_module(other, update)
+    for name, value in other.state_dict().items():
+        assert torch.equal(value, before[name])
+
+
+def test_partial_update_last_layer_only(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = Net().eval()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save(base, tmp_path / "base.pt")
+    _train(model, model.out.parameters())  # fine-tune the head only (BN statistics move too in train mode)
+    model.bn.load_state_dict({k.removeprefix("bn."): v for k, v in base.items() if k.startswith("bn.")})
+    torch.save(model.state_dict(), tmp_path / "tuned.pt")
+    assert _run("encode", tmp_path / "base.pt", tmp_path / "tuned.pt", "-o", tmp_path / "u.nnu", "--codec", "uniform") == 0
+    update = load(tmp_path / "u.nnu")
+    assert {n for n, c in update.changes.items() if c.combine != Combine.KEEP} == {"out.weight", "out.bias"}
+    info = _info_json(tmp_path / "u.nnu")
+    assert info["touched"]["changed"] == ["out.weight", "out.bias"]
+    assert "hidden.weight" in info["touched"]["unchanged"]
+    assert _run("apply", tmp_path / "base.pt", tmp_path / "u.nnu", "-o", tmp_path / "new.pt") == 0
+    new = read_tensors(tmp_path / "new.pt")
+    for name, value in base.items():
+        if not name.startswith("out."):
+            np.testing.assert_array_equal(new[name], value.numpy())
+    step = update.changes["out.weight"].pipeline.stages[0].step  # type: ignore[union-attr]
+    assert np.abs(new["out.weight"] - model.out.weight.detach().numpy()).max() <= step / 2 + 1e-6
+
+
+def _info_json(path: Path) -> dict:
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert _run("info", path, "--json") == 0
+    return json.loads(buffer.getvalue())
+
+
+def test_lora_adapter_tensors_added(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = Net().eval()
+    torch.save(model.state_dict(), tmp_path / "base.pt")
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.hidden = LoRALinear(model.hidden)  # type: ignore[assignment]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapters = [model.hidden.lora_A, model.hidden.lora_B]
+    for p in adapters:
+        p.requires_grad_(True)
+    _train(model, adapters)
+    model.bn.load_state_dict({k.removeprefix("bn."): v for k, v in base_state.items() if k.startswith("bn.")})
+    tuned = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save(tuned, tmp_path / "tuned.pt")
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+
+    assert _run("encode", tmp_path / "base.pt", tmp_path / "tuned.pt", "-o", tmp_path / "u.nnu", "--codec", "raw") == 0
+    info = _info_json(tmp_path / "u.nnu")
+    assert sorted(info["touched"]["added"]) == ["hidden.base.bias", "hidden.base.weight", "hidden.lora_A", "hidden.lora_B"]
+    assert sorted(info["touched"]["removed"]) == ["hidden.bias", "hidden.weight"]
+
+    # Onto a file: the result loads strictly into the LoRA-wrapped module and reproduces it.
+    assert _run("apply", tmp_path / "base.pt", tmp_path / "u.nnu", "-o", tmp_path / "new.pt") == 0
+    fresh = Net().eval()
+    fresh.hidden = LoRALinear(fresh.hidden)  # type: ignore[assignment]
+    fresh.load_state_dict(torch.load(tmp_path / "new.pt", weights_only=True), strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), expected)
+
+    # Onto a live module that already has (zero) adapters: apply_to_module refuses nothing.
+    live = Net().eval()
+    live.load_state_dict(base_state)
+    update = load(tmp_path / "u.nnu")
+    with pytest.raises(InputError, match="not in the module"):
+        apply_to_module(live, update)  # plain module: no room for the adapters, left unchanged
+    assert torch.equal(live.hidden.weight, base_state["hidden.weight"])
+
+
+def test_removed_tensors(tmp_path: Path) -> None:
+    base = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, dtype=np.float32)}
+    write_tensors(tmp_path / "base.safetensors", base)
+    write_tensors(tmp_path / "new.safetensors", {"a": base["a"] + 1})
+    assert _run("encode", tmp_path / "base.safetensors", tmp_path / "new.safetensors", "-o", tmp_path / "u.nnu", "--codec", "raw") == 0
+    assert _info_json(tmp_path / "u.nnu")["touched"]["removed"] == ["b"]
+    assert _run("apply", tmp_path / "base.safetensors", tmp_path / "u.nnu", "-o", tmp_path / "out.npz") == 0
+    out = read_tensors(tmp_path / "out.npz")
+    assert set(out) == {"a"}
+    np.testing.assert_array_equal(out["a"], base["a"] + 1)
+
+
+def test_safetensors_pytorch_round_trip_keeps_metadata(pair: dict) -> None:
+    from safetensors.torch import save_file
+
+    d = pair["dir"]
+    save_file({k: v.contiguous() for k, v in pair["base"].items()}, str(d / "base.safetensors"), metadata={"arch": "Net", "step": "0"})
+    # Mixed formats: base as safetensors, new as .pt; apply onto safetensors and onto .pt.
+    assert _run("encode", d / "base.safetensors", d / "tuned.pt", "-o", d / "u.nnu", "--codec", "raw") == 0
+    assert _run("apply", d / "base.safetensors", d / "u.nnu", "-o", d / "new.safetensors") == 0
+    assert _run("apply", d / "base.pt", d / "u.nnu", "-o", d / "new.pt") == 0
+    assert read_metadata(d / "new.safetensors") == {"arch": "Net", "step": "0"}
+    from safetensors.torch import load_file
+
+    for loaded in (load_file(str(d / "new.safetensors")), torch.load(d / "new.pt", weights_only=True)):
+        assert set(loaded) == set(pair["tuned"])
+        for name, value in pair["tuned"].items():
+            assert loaded[name].dtype == value.dtype and torch.equal(loaded[name], value), name
+    model = Net().eval()
+    model.load_state_dict(load_file(str(d / "new.safetensors")), strict=True)
+
+
+def test_bfloat16_and_half_state_dicts(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    base = {"w": torch.randn(8, 8, dtype=torch.bfloat16), "h": torch.randn(5, dtype=torch.float16)}
+    new = {"w": base["w"] + 0.125, "h": base["h"] * 2}
+    torch.save(base, tmp_path / "b.pt")
+    torch.save(new, tmp_path / "n.pt")
+    assert _run("encode", tmp_path / "b.pt", tmp_path / "n.pt", "-o", tmp_path / "u.nnu", "--codec", "raw") == 0
+    assert _run("apply", tmp_path / "b.pt", tmp_path / "u.nnu", "-o", tmp_path / "o.pt") == 0
+    out = torch.load(tmp_path / "o.pt", weights_only=True)
+    assert out["w"].dtype == torch.bfloat16 and torch.equal(out["w"], new["w"])
+    assert out["h"].dtype == torch.float16 and torch.equal(out["h"], new["h"])
+
+
+class Sneaky:
+    """Not a tensor: loading it needs arbitrary unpickling."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("executed!",))
+
+
+def test_pt_needing_pickle_is_refused(pair: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    d = pair["dir"]
+    torch.save({"w": torch.zeros(2), "evil": Sneaky()}, d / "evil.pt")
+    torch.save(pair["model"], d / "whole_module.pt")  # a pickled nn.Module, not a state dict
+    for bad in ("evil.pt", "whole_module.pt"):
+        capsys.readouterr()
+        assert _run("encode", d / bad, d / "tuned.pt", "-o", d / "u.nnu") == 1
+        captured = capsys.readouterr()
+        assert "not a weights-only PyTorch checkpoint" in captured.err
+        assert "executed!" not in captured.out
+        assert not (d / "u.nnu").exists()
+
+
+def test_wrong_base_file_is_refused_and_output_untouched(pair: dict) -> None:
+    d = pair["dir"]
+    assert _run("encode", d / "base.pt", d / "tuned.pt", "-o", d / "u.nnu", "--codec", "raw") == 0
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in pair["base"].items()}
+    torch.save(other, d / "other.pt")
+    (d / "out.pt").write_bytes(b"old")
+    assert _run("apply", d / "other.pt", d / "u.nnu", "-o", d / "out.pt") == EXIT_BASE_MISMATCH
+    assert _run("apply", d / "other.pt", d / "u.nnu", "-o", d / "out.pt", "--name-map", "auto") == EXIT_BASE_MISMATCH
+    assert (d / "out.pt").read_bytes() == b"old"
+
+
+def test_shape_mismatch_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = {"w": np.ones((3, 4), dtype=np.float32)}
+    write_tensors(tmp_path / "b.npz", base)
+    write_tensors(tmp_path / "n.npz", {"w": base["w"] * 2})
+    write_tensors(tmp_path / "wrong.npz", {"w": np.ones((4, 4), dtype=np.float32)})
+    assert _run("encode", tmp_path / "b.npz", tmp_path / "n.npz", "-o", tmp_path / "u.nnu", "--codec", "raw") == 0
+    capsys.readouterr()
+    assert _run("apply", tmp_path / "wrong.npz", tmp_path / "u.nnu", "-o", tmp_path / "o.npz", "--name-map", "auto") == 1
+    assert "float32[3, 4]" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_renamed_base_matched_by_value_and_ambiguity_listed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = {"enc.w": rng.standard_normal((4, 6)).astype(np.float32), "enc.b": rng.standard_normal(4).astype(np.float32)}
+    new = {k: v + np.float32(0.5) for k, v in base.items()}
+    update = diff(base, new)
+    attach_tensor_digests(update, base)
+    update = decode(update.encode("raw"))
+    # A base that stores the matrix transposed under another name, the bias renamed.
+    renamed = {"W_t": base["enc.w"].T.copy(), "bias0": base["enc.b"], "unrelated": np.zeros(4, dtype=np.float32)}
+    result = apply_with_name_map(tmp_path / "x.npz", renamed, update, "auto")
+    assert result.name_map.entries["enc.w"].transpose == (1, 0)
+    assert result.name_map.verified
+    np.testing.assert_array_equal(result.tensors["W_t"], new["enc.w"].T)
+    np.testing.assert_array_equal(result.tensors["bias0"], new["enc.b"])
+    np.testing.assert_array_equal(result.tensors["unrelated"], renamed["unrelated"])
+    # Two candidates holding identical values cannot be told apart: refused, candidates listed.
+    twice = {**renamed, "bias1": base["enc.b"].copy()}
+    with pytest.raises(InputError, match=r"enc\.b .*ambiguous: candidates bias0, bias1"):
+        apply_with_name_map(tmp_path / "x.npz", twice, update, "auto")
