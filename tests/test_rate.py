@@ -1,0 +1,95 @@
+"""Rate control on real encodes: --max-rel-error, --target-bits, --lambda and the CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import nnupdate
+from nnupdate import rate
+from nnupdate.codecs import parse_codec
+from nnupdate.errors import InputError
+
+
+def _with(codec: str, option: str) -> str:
+    return f"{codec},{option}" if ":" in codec else f"{codec}:{option}"
+
+
+def _update(seed: int = 0) -> nnupdate.Update:
+    g = np.random.default_rng(seed)
+    base = {"a": g.standard_normal((120, 160)).astype(np.float32), "b": g.standard_normal(30).astype(np.float32)}
+    new = {k: v + (0.01 * g.laplace(size=v.shape)).astype(np.float32) for k, v in base.items()}
+    return nnupdate.diff(base, new)
+
+
+@pytest.mark.parametrize("codec", ["rd", "rd:coder=auto", "rd:rounding=nearest,coder=rans"])
+@pytest.mark.parametrize("target", [0.02, 0.1, 0.3])
+def test_max_rel_error_lands_in_band(codec: str, target: float) -> None:
+    report = nnupdate.encode_with_report(_update(), _with(codec, f"max_rel_error={target}"))
+    assert 0.9 * target <= report.relative_error <= target
+
+
+@pytest.mark.parametrize("codec", ["rd", "rd:coder=rans"])
+@pytest.mark.parametrize("bits", [0.5, 1.0, 2.0, 4.0])
+def test_target_bits_within_two_percent(codec: str, bits: float) -> None:
+    report = nnupdate.encode_with_report(_update(1), _with(codec, f"target_bits={bits}"))
+    assert report.bits_per_parameter == pytest.approx(bits, rel=0.02)
+
+
+def test_target_bits_below_header_cost_is_refused() -> None:
+    with pytest.raises(InputError):
+        nnupdate.encode_with_report(_update(), "rd:target_bits=0.0001")
+
+
+def test_lambda_trades_rate_for_distortion() -> None:
+    update = _update(2)
+    results = []
+    for lam in (1e4, 1e6, 1e8):
+        report = nnupdate.encode_with_report(update, f"rd:lam={lam},coder=auto")
+        results.append((len(report.data), report.relative_error))
+    sizes, errors = zip(*results)
+    assert sizes[0] < sizes[1] < sizes[2]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_lambda_choice_is_the_grid_minimum() -> None:
+    update = _update(3)
+    lam = 1e6
+    codec = parse_codec("rd:coder=rans")
+    make = codec.with_step  # type: ignore[attr-defined]
+    chosen = rate.step_for_lambda(update, make, lam)
+
+    def cost(step: float) -> float:
+        r = nnupdate.encode_with_report(update, make(step))
+        return len(r.data) + lam * sum(t.squared_error for t in r.tensors)
+
+    best = cost(chosen)
+    for factor in (0.5, 0.7, 1.4, 2.0):
+        assert best <= cost(chosen * factor)
+
+
+def test_cli_flags(tmp_path: Path) -> None:
+    from nnupdate.cli import app
+
+    g = np.random.default_rng(4)
+    base = {"w": g.standard_normal((100, 100)).astype(np.float32)}
+    new = {"w": base["w"] + (0.01 * g.laplace(size=(100, 100))).astype(np.float32)}
+    np.savez(tmp_path / "base.npz", **base)
+    np.savez(tmp_path / "new.npz", **new)
+    runner = CliRunner()
+    out = tmp_path / "u.nnu"
+    common = ["encode", str(tmp_path / "base.npz"), str(tmp_path / "new.npz"), "-o", str(out), "--json"]
+    res = runner.invoke(app, [*common, "--codec", "rd", "--target-bits", "2"])
+    assert res.exit_code == 0, res.output
+    assert 8 * out.stat().st_size / 10_000 == pytest.approx(2.0, rel=0.02)
+    res = runner.invoke(app, [*common, "--codec", "rd:target_bits=3", "--lambda", "1e6"])
+    assert res.exit_code == 0, res.output
+    assert "lam=1000000.0" in res.output and "target_bits=0.0" in res.output
+    res = runner.invoke(app, [*common, "--codec", "rd", "--max-rel-error", "0.1"])
+    assert res.exit_code == 0, res.output
+    update = nnupdate.decode(out.read_bytes())
+    err = np.linalg.norm(update.changes["w"].data.astype(np.float64) - (new["w"].astype(np.float64) - base["w"])) / np.linalg.norm(new["w"].astype(np.float64) - base["w"])
+    assert 0.09 <= err <= 0.1
