@@ -136,7 +136,15 @@ def apply_(
 
             atomic_write(save_name_map, (json.dumps(mapped.name_map.to_json(), indent=2) + "\n").encode())
     else:
-        result = apply(base_tensors, update, force=force)
+        from ..errors import BaseMismatchError
+
+        try:
+            result = apply(base_tensors, update, force=force)
+        except BaseMismatchError as exc:
+            missing = [n for n in update.changes if n not in base_tensors]
+            if missing:
+                raise BaseMismatchError(f"{exc}; if the base names or lays out tensors differently (an ONNX export), use --name-map auto") from None
+            raise
     result = adapters.restore_bfloat16(result, {n: c.dtype for n, c in update.changes.items()})
     adapters.write_tensors(output, result, like=base)
     console().print(f"wrote [bold]{output}[/] ({len(result)} tensors)")
