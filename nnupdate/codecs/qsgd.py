@@ -61,7 +61,9 @@ class QSGD(ArrayToArray):
     __hash__ = None  # type: ignore[assignment]
 
     def _buckets(self, n: int) -> int:
-        return 1 if self.bucket == 0 or n == 0 else -(-n // self.bucket)
+        if n == 0:
+            return 0
+        return 1 if self.bucket == 0 else -(-n // self.bucket)
 
     def _per_element(self, norms: np.ndarray, n: int) -> np.ndarray:
         size = n if self.bucket == 0 else self.bucket
@@ -75,10 +77,12 @@ class QSGD(ArrayToArray):
         if not np.isfinite(x).all():
             raise CodecError("qsgd: input holds NaN or infinity")
         flat = x.reshape(-1)
+        if flat.size == 0:
+            return np.zeros(x.shape, dtype=np.int32), dataclasses.replace(self, norms=np.zeros(0))
         nb = self._buckets(flat.size)
         padded = np.zeros(nb * (flat.size if self.bucket == 0 else self.bucket))
         padded[: flat.size] = flat
-        norms = np.sqrt(np.sum(padded.reshape(nb, -1) ** 2, axis=1)) if flat.size else np.zeros(0)
+        norms = np.sqrt(np.sum(padded.reshape(nb, -1) ** 2, axis=1))
         if not np.isfinite(norms).all():
             raise CodecError("qsgd: norm overflows")
         scale = self._per_element(norms, flat.size)
