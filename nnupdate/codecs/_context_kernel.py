@@ -1,0 +1,591 @@
+"""Integer-only kernels of the ``ctx`` stage: a context-adaptive binary range coder.
+
+Everything that decides decoded values or probability states is integer arithmetic
+(add, subtract, multiply, shifts, compares) on int64, so every platform decodes the same
+bytes to the same levels. spec/CONTEXT.md is the normative description; the names here
+follow it.
+
+* Range coder: LZMA's (32-bit range, 33-bit low with carry cache, bytes out MSB first).
+* Probabilities: 15-bit estimates of P(bin = 0), two per context, adapted with shifts 4
+  and 7 (a fast and a slow counter, as in VVC); the coder uses their mean.
+* Binarization of a level q: significance, sign, greater-than-k flags k = 1..NGT, then an
+  order-0 exp-Golomb remainder with adaptive prefix bins and bypass suffix bits.
+* Contexts: the previous two levels of the row, the co-located level of the previous row,
+  a running activity of the row, and a per-row skip flag for all-zero rows.
+
+The encoder-side rate-distortion quantizer (:func:`rdoq`) runs the same context model in
+float cost units; it never touches the decoder's state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+PROB_BITS = 15
+PROB_ONE = 1 << PROB_BITS
+HALF = PROB_ONE >> 1
+TOP = 1 << 24
+SHIFT_FAST = 4
+SHIFT_SLOW = 7
+MAX_EG_PREFIX = 31
+MAX_MAGNITUDE = (1 << 31) - 1
+NUM_EG_CTX = 18
+#: check bits appended after the last level are the low ``check`` bits of this
+CHECK_PATTERN = 0xA5C3F00F
+MAX_CHECK = 32
+
+# Context layout (indices into the state array).
+CTX_SKIP = 0  # row-coded flag (1 = the row has a nonzero level); 2 contexts: previous row skipped?
+CTX_SIG = 2  # 5 (a+b) x 4 (column activity) x 3 (row activity) = 60
+CTX_SIGN = 62  # 3: previous level zero / positive / negative
+CTX_GT = 65  # NGT x 8
+NUM_GT_CLASSES = 8
+
+
+def num_contexts(ngt: int) -> int:
+    return CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
+
+
+@njit(cache=True, inline="always")
+def _prob(state: np.ndarray, ctx: int) -> int:  # pragma: no cover - compiled
+    return (state[ctx, 0] + state[ctx, 1]) >> 1
+
+
+@njit(cache=True, inline="always")
+def _adapt(state: np.ndarray, ctx: int, bit: int) -> None:  # pragma: no cover - compiled
+    if bit == 0:
+        state[ctx, 0] += (PROB_ONE - state[ctx, 0]) >> SHIFT_FAST
+        state[ctx, 1] += (PROB_ONE - state[ctx, 1]) >> SHIFT_SLOW
+    else:
+        state[ctx, 0] -= state[ctx, 0] >> SHIFT_FAST
+        state[ctx, 1] -= state[ctx, 1] >> SHIFT_SLOW
+
+
+@njit(cache=True, inline="always")
+def _sig_ctx(a: int, b: int, c: int, act: int) -> int:  # pragma: no cover - compiled
+    """``c`` here is the column activity class (0..3), ``act`` the row activity."""
+    ab = a + b
+    if ab > 4:
+        ab = 4
+    if act < 16:
+        k = 0
+    elif act < 128:
+        k = 1
+    else:
+        k = 2
+    return CTX_SIG + (k * 4 + c) * 5 + ab
+
+
+@njit(cache=True, inline="always")
+def _col_class(colact: int) -> int:  # pragma: no cover - compiled
+    if colact < 24:
+        return 0
+    if colact < 96:
+        return 1
+    if colact < 320:
+        return 2
+    return 3
+
+
+@njit(cache=True, inline="always")
+def _col_update(colact: int, m: int) -> int:  # pragma: no cover - compiled
+    v = m if m < 15 else 15
+    return colact + ((v * 256 - colact) >> 2)
+
+
+@njit(cache=True, inline="always")
+def _gt_class(a: int, b: int, c: int) -> int:  # pragma: no cover - compiled
+    """Local magnitude class 0..7 from the sum of the three neighbours (log-spaced)."""
+    s = a + b + c
+    if s < 3:
+        return s
+    if s < 5:
+        return 3
+    if s < 8:
+        return 4
+    if s < 13:
+        return 5
+    if s < 21:
+        return 6
+    return 7
+
+
+@njit(cache=True, inline="always")
+def _eg_ctx(eg_base: int, a: int, b: int, c: int, j: int) -> int:  # pragma: no cover - compiled
+    """Context of exp-Golomb prefix bin ``j``: 3 local-magnitude classes x 18 positions."""
+    s = a + b + c
+    e = 0 if s < 13 else (1 if s < 40 else 2)
+    return eg_base + e * NUM_EG_CTX + (j if j < NUM_EG_CTX - 1 else NUM_EG_CTX - 1)
+
+
+@njit(cache=True, inline="always")
+def _activity(act: int, m: int) -> int:  # pragma: no cover - compiled
+    v = m if m < 15 else 15
+    return act + ((v * 256 - act) >> 4)
+
+
+@njit(cache=True)
+def _init_state(nctx: int) -> np.ndarray:  # pragma: no cover - compiled
+    state = np.empty((nctx, 2), dtype=np.int64)
+    state[:, :] = HALF
+    return state
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+@njit(cache=True)
+def _grow(buf: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    out = np.empty(buf.shape[0] * 2, dtype=np.uint8)
+    out[: buf.shape[0]] = buf
+    return out
+
+
+@njit(cache=True, inline="always")
+def _shift_low(rc: np.ndarray, buf: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    # rc = [low, range, cache, cache_size, pos]
+    low = rc[0]
+    if low < 0xFF000000 or low >= (1 << 32):
+        carry = low >> 32
+        temp = rc[2]
+        while True:
+            if rc[4] >= buf.shape[0]:
+                buf = _grow(buf)
+            buf[rc[4]] = (temp + carry) & 0xFF
+            rc[4] += 1
+            temp = 0xFF
+            rc[3] -= 1
+            if rc[3] == 0:
+                break
+        rc[2] = (low >> 24) & 0xFF
+    rc[3] += 1
+    rc[0] = (low & 0x00FFFFFF) << 8
+    return buf
+
+
+@njit(cache=True, inline="always")
+def _enc_bit(rc: np.ndarray, buf: np.ndarray, p0: int, bit: int) -> np.ndarray:  # pragma: no cover - compiled
+    bound = (rc[1] >> PROB_BITS) * p0
+    if bit == 0:
+        rc[1] = bound
+    else:
+        rc[0] += bound
+        rc[1] -= bound
+    while rc[1] < TOP:
+        rc[1] <<= 8
+        buf = _shift_low(rc, buf)
+    return buf
+
+
+@njit(cache=True, inline="always")
+def _enc_ctx(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, bit: int) -> np.ndarray:  # pragma: no cover
+    buf = _enc_bit(rc, buf, _prob(state, ctx), bit)
+    _adapt(state, ctx, bit)
+    return buf
+
+
+@njit(cache=True)
+def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Range-code ``levels`` (int64, C order, ``rows * rowlen``, |q| <= 2**31-1)."""
+    nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
+    eg_base = CTX_GT + ngt * NUM_GT_CLASSES
+    state = _init_state(nctx)
+    rc = np.zeros(5, dtype=np.int64)
+    rc[1] = 0xFFFFFFFF
+    rc[3] = 1
+    buf = np.empty(max(64, (rows * rowlen) // 4), dtype=np.uint8)
+    prev = np.zeros(rowlen, dtype=np.int64)
+    colact = np.zeros(rowlen, dtype=np.int64)
+    prev_skipped = 0
+    act = 0
+    for r in range(rows):
+        base = r * rowlen
+        nonzero = 0
+        for i in range(rowlen):
+            if levels[base + i] != 0:
+                nonzero = 1
+                break
+        skip = 1 - nonzero
+        buf = _enc_ctx(rc, buf, state, CTX_SKIP + prev_skipped, nonzero)
+        prev_skipped = skip
+        if skip == 1:
+            for i in range(rowlen):
+                prev[i] = 0
+            continue
+        a = 0
+        b = 0
+        sa = 0
+        for i in range(rowlen):
+            q = levels[base + i]
+            c = prev[i]
+            cc = _col_class(colact[i])
+            m = q if q >= 0 else -q
+            buf = _enc_ctx(rc, buf, state, _sig_ctx(a, b, cc, act), 1 if m != 0 else 0)
+            if m != 0:
+                buf = _enc_ctx(rc, buf, state, CTX_SIGN + sa, 1 if q < 0 else 0)
+                g = CTX_GT + _gt_class(a, b, c)
+                k = 1
+                while k <= ngt:
+                    flag = 1 if m > k else 0
+                    buf = _enc_ctx(rc, buf, state, g + (k - 1) * NUM_GT_CLASSES, flag)
+                    if flag == 0:
+                        break
+                    k += 1
+                if m > ngt:
+                    v = m - ngt  # >= 1; exp-Golomb of v - 1 codes v's bit length and low bits
+                    n = 0
+                    while (v >> (n + 1)) != 0:
+                        n += 1
+                    for j in range(n):
+                        buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, j), 1)
+                    buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, n), 0)
+                    for j in range(n - 1, -1, -1):
+                        buf = _enc_bit(rc, buf, HALF, (v >> j) & 1)
+            sa = 0 if q == 0 else (1 if q > 0 else 2)
+            b = a
+            a = m
+            prev[i] = m
+            colact[i] = _col_update(colact[i], m)
+            act = _activity(act, m)
+    for j in range(check - 1, -1, -1):
+        buf = _enc_bit(rc, buf, HALF, (CHECK_PATTERN >> j) & 1)
+    # Flush: pick the value in [low, low + range) with the most trailing zero bits, emit it,
+    # then drop the first byte (always 0) and every trailing zero byte (the decoder reads
+    # zeros past the end), so a stream costs only the bytes its interval needs.
+    hi = rc[0] + rc[1] - 1
+    k = 32
+    while k > 0:
+        v = ((rc[0] + (1 << k) - 1) >> k) << k
+        if v <= hi:
+            rc[0] = v
+            break
+        k -= 1
+    for _ in range(5):
+        buf = _shift_low(rc, buf)
+    end = rc[4]
+    while end > 1 and buf[end - 1] == 0:
+        end -= 1
+    return buf[1:end].copy()
+
+
+# ----------------------------------------------------------------------------- decoder
+
+
+@njit(cache=True)
+def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
+    """Levels and a status: 0 ok, 3 magnitude overflow, 4 trailing bytes, 5 check bits differ.
+
+    Bytes past the end of ``data`` read as zero (the encoder drops trailing zero bytes).
+    """
+    n = rows * rowlen
+    out = np.zeros(n, dtype=np.int64)
+    size = data.shape[0]
+    nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
+    eg_base = CTX_GT + ngt * NUM_GT_CLASSES
+    state = _init_state(nctx)
+    code = 0
+    for j in range(4):
+        code = (code << 8) | (int(data[j]) if j < size else 0)
+    rng = 0xFFFFFFFF
+    pos = 4
+    prev = np.zeros(rowlen, dtype=np.int64)
+    colact = np.zeros(rowlen, dtype=np.int64)
+    prev_skipped = 0
+    act = 0
+    for r in range(rows):
+        base = r * rowlen
+        # --- one context-coded bin (inlined below as the same 12 lines each time)
+        ctx = CTX_SKIP + prev_skipped
+        p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
+        bound = (rng >> PROB_BITS) * p0
+        if code < bound:
+            rng = bound
+            bit = 0
+        else:
+            code -= bound
+            rng -= bound
+            bit = 1
+        _adapt(state, ctx, bit)
+        while rng < TOP:
+            rng <<= 8
+            code = (code << 8) | (int(data[pos]) if pos < size else 0)
+            pos += 1
+        skip = 1 - bit
+        prev_skipped = skip
+        if skip == 1:
+            for i in range(rowlen):
+                prev[i] = 0
+            continue
+        a = 0
+        b = 0
+        sa = 0
+        for i in range(rowlen):
+            c = prev[i]
+            ctx = _sig_ctx(a, b, _col_class(colact[i]), act)
+            p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
+            bound = (rng >> PROB_BITS) * p0
+            if code < bound:
+                rng = bound
+                bit = 0
+            else:
+                code -= bound
+                rng -= bound
+                bit = 1
+            _adapt(state, ctx, bit)
+            while rng < TOP:
+                rng <<= 8
+                code = (code << 8) | (int(data[pos]) if pos < size else 0)
+                pos += 1
+            m = 0
+            q = 0
+            neg = 0
+            if bit == 1:
+                ctx = CTX_SIGN + sa
+                p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
+                bound = (rng >> PROB_BITS) * p0
+                if code < bound:
+                    rng = bound
+                    neg = 0
+                else:
+                    code -= bound
+                    rng -= bound
+                    neg = 1
+                _adapt(state, ctx, neg)
+                while rng < TOP:
+                    rng <<= 8
+                    code = (code << 8) | (int(data[pos]) if pos < size else 0)
+                    pos += 1
+                m = 1
+                g = CTX_GT + _gt_class(a, b, c)
+                k = 1
+                while k <= ngt:
+                    ctx = g + (k - 1) * NUM_GT_CLASSES
+                    p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
+                    bound = (rng >> PROB_BITS) * p0
+                    if code < bound:
+                        rng = bound
+                        bit = 0
+                    else:
+                        code -= bound
+                        rng -= bound
+                        bit = 1
+                    _adapt(state, ctx, bit)
+                    while rng < TOP:
+                        rng <<= 8
+                        code = (code << 8) | (int(data[pos]) if pos < size else 0)
+                        pos += 1
+                    if bit == 0:
+                        break
+                    m = k + 1
+                    k += 1
+                if m > ngt:
+                    nbits = 0
+                    while True:
+                        ctx = _eg_ctx(eg_base, a, b, c, nbits)
+                        p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
+                        bound = (rng >> PROB_BITS) * p0
+                        if code < bound:
+                            rng = bound
+                            bit = 0
+                        else:
+                            code -= bound
+                            rng -= bound
+                            bit = 1
+                        _adapt(state, ctx, bit)
+                        while rng < TOP:
+                            rng <<= 8
+                            code = (code << 8) | (int(data[pos]) if pos < size else 0)
+                            pos += 1
+                        if bit == 0:
+                            break
+                        nbits += 1
+                        if nbits > MAX_EG_PREFIX:
+                            return out, 3
+                    v = 1
+                    for _ in range(nbits):
+                        bound = (rng >> PROB_BITS) * HALF
+                        if code < bound:
+                            rng = bound
+                            bit = 0
+                        else:
+                            code -= bound
+                            rng -= bound
+                            bit = 1
+                        while rng < TOP:
+                            rng <<= 8
+                            code = (code << 8) | (int(data[pos]) if pos < size else 0)
+                            pos += 1
+                        v = (v << 1) | bit
+                    m = ngt + v
+                    if m > MAX_MAGNITUDE:
+                        return out, 3
+                q = -m if neg == 1 else m
+            out[base + i] = q
+            sa = 0 if q == 0 else (1 if q > 0 else 2)
+            b = a
+            a = m
+            prev[i] = m
+            colact[i] = _col_update(colact[i], m)
+            act = _activity(act, m)
+    got = 0
+    for _ in range(check):
+        bound = (rng >> PROB_BITS) * HALF
+        if code < bound:
+            rng = bound
+            bit = 0
+        else:
+            code -= bound
+            rng -= bound
+            bit = 1
+        while rng < TOP:
+            rng <<= 8
+            code = (code << 8) | (int(data[pos]) if pos < size else 0)
+            pos += 1
+        got = (got << 1) | bit
+    if got != (CHECK_PATTERN & ((1 << check) - 1)):
+        return out, 5
+    if size > pos or (size > 0 and data[size - 1] == 0):
+        return out, 4
+    return out, 0
+
+
+# ----------------------------------------------------------------------------- RD quantizer (encoder only)
+
+
+def bit_cost_table() -> np.ndarray:
+    """cost[p0 >> 5] = (bits if 0, bits if 1) for a 15-bit P(0); encoder-side estimate."""
+    p = (np.arange(1024, dtype=np.float64) + 0.5) / 1024.0
+    return np.stack([-np.log2(p), -np.log2(1.0 - p)], axis=1)
+
+
+@njit(cache=True, inline="always")
+def _cost(state: np.ndarray, table: np.ndarray, ctx: int, bit: int) -> float:  # pragma: no cover - compiled
+    return table[((state[ctx, 0] + state[ctx, 1]) >> 1) >> 5, bit]
+
+
+@njit(cache=True)
+def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sa: int, ngt: int, eg_base: int) -> float:  # pragma: no cover
+    ctx = _sig_ctx(a, b, cc, act)
+    if m == 0:
+        return _cost(state, table, ctx, 0)
+    bits = _cost(state, table, ctx, 1) + _cost(state, table, CTX_SIGN + sa, neg)
+    g = CTX_GT + _gt_class(a, b, c)
+    k = 1
+    while k <= ngt:
+        flag = 1 if m > k else 0
+        bits += _cost(state, table, g + (k - 1) * NUM_GT_CLASSES, flag)
+        if flag == 0:
+            return bits
+        k += 1
+    v = m - ngt
+    n = 0
+    while (v >> (n + 1)) != 0:
+        n += 1
+    for j in range(n):
+        bits += _cost(state, table, _eg_ctx(eg_base, a, b, c, j), 1)
+    bits += _cost(state, table, _eg_ctx(eg_base, a, b, c, n), 0)
+    return bits + n
+
+
+@njit(cache=True)
+def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sa: int, ngt: int, eg_base: int) -> None:  # pragma: no cover
+    ctx = _sig_ctx(a, b, cc, act)
+    _adapt(state, ctx, 1 if m != 0 else 0)
+    if m == 0:
+        return
+    _adapt(state, CTX_SIGN + sa, neg)
+    g = CTX_GT + _gt_class(a, b, c)
+    k = 1
+    while k <= ngt:
+        flag = 1 if m > k else 0
+        _adapt(state, g + (k - 1) * NUM_GT_CLASSES, flag)
+        if flag == 0:
+            return
+        k += 1
+    v = m - ngt
+    n = 0
+    while (v >> (n + 1)) != 0:
+        n += 1
+    for j in range(n):
+        _adapt(state, _eg_ctx(eg_base, a, b, c, j), 1)
+    _adapt(state, _eg_ctx(eg_base, a, b, c, n), 0)
+
+
+@njit(cache=True)
+def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Levels minimising (x - q)^2 + lam * bits, greedily in scan order under the live model.
+
+    ``scaled`` is x / step. Candidates per value: nearest, one closer to zero, and zero.
+    Per row, the all-zero row (skip flag) is chosen when it costs less than the row coded.
+    Bits come from the same adaptive model the coder runs, so the choice tracks the
+    context state the decoder will actually be in.
+    """
+    nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
+    eg_base = CTX_GT + ngt * NUM_GT_CLASSES
+    state = _init_state(nctx)
+    saved = state.copy()
+    out = np.zeros(rows * rowlen, dtype=np.int64)
+    prev = np.zeros(rowlen, dtype=np.int64)
+    colact = np.zeros(rowlen, dtype=np.int64)
+    prev_skipped = 0
+    act = 0
+    for r in range(rows):
+        base = r * rowlen
+        saved[:, :] = state
+        saved_act = act
+        saved_col = colact.copy()
+        zero_dist = 0.0
+        for i in range(rowlen):
+            zero_dist += scaled[base + i] * scaled[base + i]
+        _adapt(state, CTX_SKIP + prev_skipped, 1)
+        a = 0
+        b = 0
+        sa = 0
+        row_cost = _cost(saved, table, CTX_SKIP + prev_skipped, 1) * lam
+        any_nz = False
+        for i in range(rowlen):
+            x = scaled[base + i]
+            c = prev[i]
+            cc = _col_class(colact[i])
+            ax = x if x >= 0 else -x
+            neg = 1 if x < 0 else 0
+            mn = int(np.floor(ax + 0.5))
+            if mn > MAX_MAGNITUDE:
+                mn = MAX_MAGNITUDE
+            best_m = 0
+            best = ax * ax + lam * _level_cost(state, table, 0, neg, a, b, c, cc, act, sa, ngt, eg_base)
+            lo = mn - 1 if mn >= 2 else 1
+            for m in range(lo, mn + 1):
+                if m <= 0:
+                    continue
+                d = ax - m
+                j = d * d + lam * _level_cost(state, table, m, neg, a, b, c, cc, act, sa, ngt, eg_base)
+                if j < best:
+                    best = j
+                    best_m = m
+            row_cost += best
+            _update_level(state, best_m, neg, a, b, c, cc, act, sa, ngt, eg_base)
+            q = -best_m if neg == 1 else best_m
+            out[base + i] = q
+            if best_m != 0:
+                any_nz = True
+            sa = 0 if q == 0 else (1 if q > 0 else 2)
+            b = a
+            a = best_m
+            prev[i] = best_m
+            colact[i] = _col_update(colact[i], best_m)
+            act = _activity(act, best_m)
+        skip_cost = zero_dist + lam * _cost(saved, table, CTX_SKIP + prev_skipped, 0)
+        if not any_nz or skip_cost <= row_cost:
+            state[:, :] = saved
+            act = saved_act
+            colact[:] = saved_col
+            _adapt(state, CTX_SKIP + prev_skipped, 0)
+            for i in range(rowlen):
+                out[base + i] = 0
+                prev[i] = 0
+            prev_skipped = 1
+        else:
+            prev_skipped = 0
+    return out

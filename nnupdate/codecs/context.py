@@ -1,0 +1,128 @@
+"""``ctx``: context-adaptive binary arithmetic coding of quantization levels.
+
+Why: update magnitudes vary strongly from row to row and filter to filter, and dead
+units leave whole rows at zero. An order-0 model (one histogram per tensor) cannot see
+that; adaptive binary contexts built from the neighbouring levels can, which is how
+DeepCABAC (MPEG NNC) beats order-0 coders. This stage is that idea with an integer-only
+model (spec/CONTEXT.md): the decoder's context state is a function of already decoded
+integers alone, so decoding is bit-exact everywhere.
+
+Scan order follows the tensor layout: a tensor of shape ``(d0, d1, ...)`` is coded as
+``d0`` rows (output channels of a Conv, output units of a Linear) of ``d1*d2*...``
+levels in C order; 0-d and 1-d tensors are one row. Every row starts with a skip flag,
+so an all-zero row costs a fraction of a bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CodecError
+from ..format import ParamValue
+from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
+
+MAX_NGT = 16
+DEFAULT_NGT = 4
+_STATUS = {
+    3: "level magnitude overflows",
+    4: "trailing bytes after the stream",
+    5: "check bits differ",
+}
+
+
+def layout(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, row length) of the scan for a tensor of ``shape``."""
+    if len(shape) >= 2:
+        rows = int(shape[0])
+        rowlen = 1
+        for d in shape[1:]:
+            rowlen *= int(d)
+        return rows, rowlen
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return 1, n
+
+
+@register
+@dataclass(frozen=True)
+class Context(ArrayToBytes):
+    """Context-adaptive binary range coder over integer levels (|q| < 2**31)."""
+
+    codec_id = 0x0028
+    name = "ctx"
+    lossless = True
+    #: greater-than-k flags before the exp-Golomb remainder
+    ngt: int = DEFAULT_NGT
+    #: check bits coded after the last level (0-32): the stage's own corruption check, on
+    #: top of the container's CRC-32C; each bit costs one bit per tensor
+    check: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ngt <= MAX_NGT:
+            raise ValueError(f"ngt must lie in [1, {MAX_NGT}]")
+        if not 0 <= self.check <= 32:
+            raise ValueError("check must lie in [0, 32]")
+
+    def params(self) -> dict[str, ParamValue]:
+        """Only parameters that differ from their defaults are stored (a missing one reads as its default)."""
+        out: dict[str, ParamValue] = {}
+        if self.ngt != DEFAULT_NGT:
+            out["ngt"] = self.ngt
+        if self.check != 0:
+            out["check"] = self.check
+        return out
+
+    def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[bytes, Context]:
+        symbols = check_integer_symbols(values, self.name)
+        if symbols.size != spec.size:
+            raise CodecError(f"ctx: {symbols.size} values for a {spec.shape} array")
+        if symbols.size == 0:
+            return b"", self
+        if int(symbols.max()) > (1 << 31) - 1 or int(symbols.min()) < -((1 << 31) - 1):
+            raise CodecError("ctx: levels must lie in [-(2**31-1), 2**31-1]")
+        rows, rowlen = layout(spec.shape)
+        from . import _context_kernel  # numba compiles on first use; keep CLI start-up fast
+
+        data = _context_kernel.encode(np.ascontiguousarray(symbols, dtype=np.int64), rows, rowlen, self.ngt, self.check)
+        return data.tobytes(), self
+
+    def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
+        if spec.size == 0:
+            if data:
+                raise CodecError("ctx: payload for an empty array must be empty")
+            return _to_spec(np.zeros(0, dtype=np.int64), spec)
+        rows, rowlen = layout(spec.shape)
+        from . import _context_kernel
+
+        levels, status = _context_kernel.decode(np.frombuffer(data, dtype=np.uint8), rows, rowlen, self.ngt, self.check)
+        if status:
+            raise CodecError(f"ctx: corrupt stream ({_STATUS.get(int(status), 'unknown defect')})")
+        return _to_spec(levels, spec)
+
+    def max_encoded_size(self, spec: ArraySpec) -> int:
+        # Worst case per level: (2 + ngt + 32) context bins of < 9 bits and 31 bypass bits.
+        return 64 + spec.size * ((2 + self.ngt + 32) * 9 + 31 + 7) // 8 + 8 * layout(spec.shape)[0] + 8
+
+
+def _to_spec(values: np.ndarray, spec: ArraySpec) -> np.ndarray:
+    from .. import dtypes
+
+    dtype = dtypes.storage_dtype(spec.dtype)
+    if dtype.kind not in "iu":
+        raise CodecError(f"ctx: cannot produce {spec.dtype}")
+    info = np.iinfo(dtype)  # type: ignore[type-var]
+    if values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
+        raise CodecError(f"ctx: decoded values overflow {spec.dtype}")
+    return values.astype(dtype).reshape(spec.shape)
+
+
+def _register_coder() -> None:
+    from .presets import register_coder
+
+    register_coder("ctx", ((Context(),),))
+
+
+_register_coder()

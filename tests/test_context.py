@@ -1,0 +1,268 @@
+"""The ``ctx`` stage (0x0028), the ``rdoq`` quantizer (0x001A) and the ``ctx`` codec."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nnupdate.codecs import parse_codec
+from nnupdate.codecs.base import ArraySpec
+from nnupdate.codecs.context import Context, layout
+from nnupdate.codecs.rdoq import CtxCodec, RdoqQuantizer, rdoq_levels
+from nnupdate.errors import ChecksumError, CodecError, FormatError
+from nnupdate.update import apply, decode, diff, encode_with_report
+
+BIG = (1 << 31) - 1
+
+
+def _roundtrip(q: np.ndarray, stage: Context | None = None) -> bytes:
+    stage = stage or Context()
+    spec = ArraySpec(q.shape, "int64")
+    data, resolved = stage.encode(q, spec)
+    back = resolved.decode(data, spec)
+    assert back.dtype == np.int64 and back.shape == q.shape
+    np.testing.assert_array_equal(back, q)
+    return data
+
+
+@st.composite
+def level_arrays(draw: st.DrawFn) -> np.ndarray:
+    ndim = draw(st.integers(0, 4))
+    shape = tuple(draw(st.lists(st.integers(0, 6), min_size=ndim, max_size=ndim)))
+    n = int(np.prod(shape, dtype=np.int64))
+    pool = st.one_of(
+        st.just(0),
+        st.integers(-3, 3),
+        st.integers(-300, 300),
+        st.sampled_from([BIG, -BIG, BIG - 1, 1 << 20, -(1 << 30)]),
+    )
+    values = draw(st.lists(pool, min_size=n, max_size=n))
+    q = np.array(values, dtype=np.int64).reshape(shape)
+    if q.ndim >= 2 and q.shape[0] > 1 and draw(st.booleans()):
+        q[:: draw(st.integers(1, 3))] = 0  # empty rows
+    return q
+
+
+@settings(max_examples=150, deadline=None)
+@given(level_arrays(), st.integers(1, 6), st.sampled_from([0, 8, 32]))
+def test_exact_roundtrip_on_arbitrary_levels_and_layouts(q: np.ndarray, ngt: int, check: int) -> None:
+    _roundtrip(q, Context(ngt, check))
+
+
+@pytest.mark.parametrize(
+    "q",
+    [
+        np.zeros((0,), np.int64),
+        np.zeros((0, 5), np.int64),
+        np.zeros((7, 0), np.int64),
+        np.zeros((), np.int64),
+        np.zeros((64, 3, 3), np.int64),
+        np.zeros(100_000, np.int64),
+    ],
+)
+def test_empty_and_all_zero_tensors(q: np.ndarray) -> None:
+    data = _roundtrip(q)
+    assert len(data) <= 2  # an all-zero tensor costs next to nothing
+
+
+def test_single_nonzero_and_huge_magnitudes() -> None:
+    q = np.zeros((50, 40), np.int64)
+    q[17, 23] = -BIG
+    _roundtrip(q)
+    q[17, 23] = 1
+    assert len(_roundtrip(q)) < 8
+    _roundtrip(np.array([BIG, -BIG, 0, 1, -1, BIG], np.int64))
+
+
+def test_zero_rows_are_nearly_free() -> None:
+    rng = np.random.Generator(np.random.PCG64(3))
+    q = np.rint(rng.laplace(size=(64, 512)) * 2).astype(np.int64)
+    dense = len(_roundtrip(q))
+    q[::2] = 0
+    half = len(_roundtrip(q))
+    assert half < 0.55 * dense
+
+
+def test_layout() -> None:
+    assert layout((64, 32, 3, 3)) == (64, 288)
+    assert layout((10,)) == (1, 10)
+    assert layout(()) == (1, 1)
+    assert layout((0, 4)) == (0, 4)
+
+
+def test_context_modelling_beats_order0_entropy_on_structured_levels() -> None:
+    """Row and column scales vary (as in real updates): adaptive contexts see what order-0 cannot."""
+    rng = np.random.Generator(np.random.PCG64(5))
+    scale = np.outer(rng.exponential(size=128), rng.exponential(size=256))
+    q = np.rint(rng.laplace(size=(128, 256)) * scale).astype(np.int64)
+    _, counts = np.unique(q, return_counts=True)
+    p = counts / counts.sum()
+    h0_bytes = float(-(counts * np.log2(p)).sum()) / 8
+    assert len(_roundtrip(q)) < 0.9 * h0_bytes
+
+
+def test_encoding_is_deterministic_and_pinned() -> None:
+    rng = np.random.Generator(np.random.PCG64(11))
+    q = np.rint(rng.laplace(size=(16, 3, 3, 3)) * 1.5).astype(np.int64)
+    q[3] = 0
+    q[0, 0, 0, 0] = 1000
+    a = _roundtrip(q)
+    b = _roundtrip(q.copy())
+    assert a == b
+    # Golden digest: a change here is a format change (spec/CONTEXT.md).
+    assert hashlib.sha256(a).hexdigest()[:16] == GOLDEN_DIGEST
+
+
+GOLDEN_DIGEST = "2e0ca1fbd1ad7363"
+
+
+def test_decoder_state_is_integer_only() -> None:
+    """Every variable of the compiled decoder (inlined context helpers included) is an integer."""
+    from nnupdate.codecs import _context_kernel as kernel
+
+    fresh = numba.njit(cache=False)(kernel.decode.py_func)  # cached overloads carry no type map
+    fresh(np.zeros(3, np.uint8), 1, 3, 4, 0)
+    for compiled in fresh.overloads.values():
+        types = {str(t) for t in compiled.type_annotation.typemap.values()  # type: ignore[attr-defined]}
+        assert not [t for t in types if "float" in t], types
+
+
+def _sample_payload() -> tuple[np.ndarray, ArraySpec]:
+    rng = np.random.Generator(np.random.PCG64(7))
+    q = np.rint(rng.laplace(size=(32, 64)) * 3).astype(np.int64)
+    return q, ArraySpec(q.shape, "int64")
+
+
+def test_corrupted_payload_raises_codec_error_with_check_bits() -> None:
+    q, spec = _sample_payload()
+    stage = Context(check=32)
+    data, _ = stage.encode(q, spec)
+    for cut in (1, 2, 5, len(data) // 2):
+        with pytest.raises(CodecError):
+            stage.decode(data[:-cut], spec)
+    with pytest.raises(CodecError):
+        stage.decode(data + b"\x00", spec)  # a sound stream never ends in a zero byte
+    for extra in (b"\x01", b"\x80\x01", b"\xff" * 9):
+        # bytes past the end only refine the final interval: detected, or harmless
+        with contextlib.suppress(CodecError):
+            np.testing.assert_array_equal(stage.decode(data + extra, spec), q)
+    rng = np.random.Generator(np.random.PCG64(1))
+    for _ in range(30):
+        bad = bytearray(data)
+        bad[int(rng.integers(len(bad)))] ^= 1 << int(rng.integers(8))
+        with pytest.raises(CodecError):
+            stage.decode(bytes(bad), spec)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_never_crashes(blob: bytes) -> None:
+    """Without check bits a payload is not self-verifying, but garbage never crashes or hangs."""
+    spec = ArraySpec((8, 20), "int32")
+    try:
+        out = Context().decode(blob, spec)
+    except CodecError:
+        return
+    assert out.shape == (8, 20) and out.dtype == np.int32
+
+
+def test_refuses_bad_input() -> None:
+    spec = ArraySpec((3,), "int64")
+    with pytest.raises(CodecError):
+        Context().encode(np.array([0, 1 << 31, 0], np.int64), spec)
+    with pytest.raises(CodecError):
+        Context().encode(np.array([0.5, 1.0, 0.0]), spec)
+    with pytest.raises(CodecError):
+        Context().decode(b"\x05", ArraySpec((0,), "int64"))
+    with pytest.raises(CodecError):
+        Context().decode(b"\xff" * 16, ArraySpec((2,), "int8"))  # overflow of the declared type or corrupt
+    with pytest.raises(FormatError):
+        Context.from_params({"ngt": 0})
+
+
+def test_rdoq_lowers_cost_at_equal_step() -> None:
+    rng = np.random.Generator(np.random.PCG64(2))
+    x = rng.laplace(size=(64, 256)) * np.exp(rng.normal(size=(64, 1)))
+    step = 0.8
+    spec = ArraySpec(x.shape, "int64")
+    q0 = rdoq_levels(x, x.shape, step, 0.0).reshape(x.shape)
+    q1 = rdoq_levels(x, x.shape, step, 0.15).reshape(x.shape)
+    np.testing.assert_array_equal(q0, np.rint(x / step))
+    b0 = len(Context().encode(q0, spec)[0]) * 8
+    b1 = len(Context().encode(q1, spec)[0]) * 8
+    d0 = float(np.sum((x / step - q0) ** 2))
+    d1 = float(np.sum((x / step - q1) ** 2))
+    assert b1 < b0 and d1 > d0
+    assert d1 + 0.15 * b1 < d0 + 0.15 * b0  # the Lagrangian RDOQ minimises went down
+    assert np.all(np.abs(q1) <= np.abs(q0))  # RDOQ only rounds towards zero
+
+
+def test_rdoq_stage_stores_only_the_step() -> None:
+    stage = RdoqQuantizer(0.01, 0.3, 5)
+    x = np.linspace(-1, 1, 50)
+    q, resolved = stage.encode(x, ArraySpec((50,), "float32"))
+    assert resolved.params() == {"step": 0.01}
+    back = RdoqQuantizer.from_params(resolved.params()).decode(q, ArraySpec((50,), "float32"))
+    np.testing.assert_array_equal(back, (q.astype(np.float64) * 0.01).astype(np.float32))
+
+
+def _update(seed: int = 0):  # type: ignore[no-untyped-def]
+    rng = np.random.Generator(np.random.PCG64(seed))
+    base = {
+        "conv.weight": rng.normal(size=(16, 8, 3, 3)).astype(np.float32),
+        "fc.weight": rng.normal(size=(32, 128)).astype(np.float32),
+        "fc.bias": rng.normal(size=32).astype(np.float32),
+    }
+    new = {}
+    for k, v in base.items():
+        scale = np.exp(rng.normal(size=(v.shape[0],) + (1,) * (v.ndim - 1)))
+        d = rng.laplace(size=v.shape) * 1e-3 * scale
+        if v.ndim > 1:
+            d[::5] = 0
+        new[k] = (v + d).astype(np.float32)
+    return base, new
+
+
+@pytest.mark.parametrize("target", [0.05, 0.3])
+def test_codec_hits_max_rel_error_and_applies(target: float) -> None:
+    base, new = _update()
+    u = diff(base, new)
+    report = encode_with_report(u, f"ctx:max_rel_error={target}")
+    assert 0.9 * target <= report.relative_error <= target
+    out = apply(base, decode(report.data))
+    err = sum(float(np.sum((out[k].astype(np.float64) - new[k]) ** 2)) for k in new)
+    norm = sum(float(np.sum((new[k].astype(np.float64) - base[k]) ** 2)) for k in new)
+    assert np.sqrt(err / norm) <= target * 1.001
+    plain = encode_with_report(u, f"uniform:max_rel_error={target},coder=rans")
+    assert len(report.data) < len(plain.data)
+
+
+def test_codec_hits_target_bits() -> None:
+    base, new = _update(1)
+    u = diff(base, new)
+    report = encode_with_report(u, "ctx:target_bits=1.2")
+    assert abs(report.bits_per_parameter - 1.2) <= 0.02 * 1.2
+
+
+def test_uniform_with_ctx_coder_and_container_corruption() -> None:
+    base, new = _update(2)
+    u = diff(base, new)
+    data = encode_with_report(u, parse_codec("uniform:max_rel_error=0.1,coder=ctx")).data
+    pipeline = decode(data).changes["fc.weight"].pipeline
+    assert pipeline is not None and pipeline.serializer.name == "ctx"
+    bad = bytearray(data)
+    bad[len(bad) // 2] ^= 0x10
+    with pytest.raises((ChecksumError, FormatError)):
+        decode(bytes(bad))
+
+
+def test_codec_options_are_validated() -> None:
+    with pytest.raises(Exception):  # noqa: B017 - InputError from parse_codec
+        parse_codec("ctx:ngt=0")
+    assert isinstance(parse_codec("ctx:lam=0.2,check=8"), CtxCodec)
