@@ -129,7 +129,8 @@ def test_decoder_state_is_integer_only() -> None:
     fresh = numba.njit(cache=False)(kernel.decode.py_func)  # cached overloads carry no type map
     fresh(np.zeros(3, np.uint8), 1, 3, 4, 0)
     for compiled in fresh.overloads.values():
-        types = {str(t) for t in compiled.type_annotation.typemap.values()  # type: ignore[attr-defined]}
+        typemap = compiled.type_annotation.typemap  # type: ignore[attr-defined]
+        types = {str(t) for t in typemap.values()}
         assert not [t for t in types if "float" in t], types
 
 
