@@ -84,6 +84,19 @@ class ClientState:
         return cls(int(update.metadata.get("version", "-1")), replica or None, residual)
 
 
+def project(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keep tensors in their valid domain after lossy coding: BatchNorm variances >= 0.
+
+    A coarse quantizer can push a small ``running_var`` below zero, which turns every
+    later forward pass into NaN. Server and clients apply this same projection to the
+    replica after every downstream message, so their copies stay bit-identical.
+    """
+    for name, value in weights.items():
+        if name.endswith("running_var") and value.dtype.kind == "f" and (value < 0).any():
+            weights[name] = np.maximum(value, 0).astype(value.dtype)
+    return weights
+
+
 def receive_downstream(state: ClientState, messages: list[bytes]) -> tuple[ClientState, float]:
     """Apply the server's messages (oldest first) to the replica; returns (state, decode seconds).
 
@@ -107,7 +120,7 @@ def receive_downstream(state: ClientState, messages: list[bytes]) -> tuple[Clien
                 from ..errors import BaseMismatchError
 
                 raise BaseMismatchError("a delta arrived before any full model")
-            state.replica = apply(state.replica, update)
+            state.replica = project(apply(state.replica, update))
         else:
             raise InputError(f"unexpected downstream container kind {update.kind.name}")
         state.version = update.round

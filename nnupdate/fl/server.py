@@ -24,7 +24,7 @@ from ..format import UpdateKind
 from ..update import apply, decode, diff, encode_with_report
 from .client import ClientReply
 from .config import FLConfig
-from .messages import encode_full, resolve_codec
+from .messages import encode_full, project, resolve_codec
 from .task import evaluate, load_task, single_thread, weights_of
 
 log = logging.getLogger("nnupdate.fl")
@@ -197,7 +197,7 @@ class Server:
             "config": cfg.label,
             "round": t,
             "accuracy": accuracy,
-            "loss": loss,
+            "loss": loss if np.isfinite(loss) else None,
             "bytes_up": bytes_up,
             "bytes_down": bytes_down,
             "encode_s": encode_s,
@@ -249,7 +249,7 @@ class Server:
             elif _is_optimized(name):
                 step = lr * mean
             new[name] = dtypes.from_float64(current.astype(np.float64) + step, dtypes.name_of_array(current)).reshape(current.shape)
-        self.state.weights = new
+        self.state.weights = project(new)
 
     def _prepare_downstream(self, t: int) -> float:
         """Move the replica to round ``t``; returns the seconds spent encoding."""
@@ -260,6 +260,6 @@ class Server:
         update = diff(self.state.replica, self.state.weights, round=t, producer="nnupdate-fl server")
         report = encode_with_report(update, resolve_codec(self.config.downstream))
         seconds = time.perf_counter() - started
-        self.state.replica = apply(self.state.replica, decode(report.data))
+        self.state.replica = project(apply(self.state.replica, decode(report.data)))
         self.state.downstream_log[t] = report.data
         return seconds
