@@ -196,6 +196,25 @@ def test_transposes_and_aliases_are_reported_and_saved(block: dict, capsys: pyte
     assert (d / "m2.onnx").read_bytes() == (d / "m.onnx").read_bytes()
 
 
+def test_update_of_an_aliased_source_keeps_the_alias(tmp_path: Path) -> None:
+    """ln2.weight is exported as Identity(ln1.weight): changing ln1 alone must not move ln2."""
+    torch.manual_seed(5)
+    model = Block().eval()
+    example = torch.randn(2, 6, 16)
+    torch.save(model.state_dict(), tmp_path / "b.pt")
+    _export(model, example, tmp_path / "b.onnx")
+    assert "ln2.weight" in onnx_adapter.graph_info(tmp_path / "b.onnx").aliases
+    with torch.no_grad():
+        model.ln1.weight.mul_(1.5)
+        expected = model(example).numpy()
+    torch.save(model.state_dict(), tmp_path / "t.pt")
+    assert _run("encode", tmp_path / "b.pt", tmp_path / "t.pt", "-o", tmp_path / "u.nnu", "--codec", "raw") == 0
+    assert load(tmp_path / "u.nnu").changes["ln2.weight"].combine.name == "KEEP"
+    assert _run("apply", tmp_path / "b.onnx", tmp_path / "u.nnu", "-o", tmp_path / "t.onnx", "--name-map", "auto") == 0
+    np.testing.assert_allclose(_ort(tmp_path / "t.onnx", example.numpy()), expected, rtol=1e-5, atol=1e-5)
+    assert "ln2.weight" not in onnx_adapter.graph_info(tmp_path / "t.onnx").aliases
+
+
 def test_without_digests_shape_guess_is_checked_by_fingerprint(block: dict) -> None:
     out = _encode_apply(block, "raw", "--no-tensor-digests", onnx_name="base_folded.onnx")
     np.testing.assert_allclose(_ort(out, block["x"]), block["tuned_out"], rtol=1e-5, atol=1e-5)

@@ -7,9 +7,9 @@ stays as exported. Two things need more than a value swap and are handled explic
 
 * The TorchScript exporter de-duplicates equal initializers and re-creates the other
   names as ``Identity`` nodes (e.g. ``bn.running_var = Identity(bn.weight)`` when both
-  are ones). When an update gives such an alias its own value, the ``Identity`` node is
-  replaced by an initializer of the same name ("un-sharing"); the consumers of that
-  name are untouched.
+  are ones). When an alias and its source end up with different values (the update
+  changed either one), the ``Identity`` node is replaced by an initializer of the same
+  name ("un-sharing"); the consumers of that name are untouched.
 * Models above protobuf's 2 GB limit (or whose base stored external data) are written
   with external data: one ``<output name>.data`` file next to the model.
 """
@@ -182,10 +182,18 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, li
         if tensor.name not in tensors:
             continue
         replaced.append(_replacement(tensor, tensors[tensor.name], path))
-    unshared = [n for n in tensors if n not in existing]
-    for name in unshared:
-        source = existing[info.aliases[name]]
-        replaced.append(_replacement(source, tensors[name], path, name=name))
+    # An alias must keep its own value: un-share it when it and its source now differ,
+    # whether the update changed the alias (given here) or only the source.
+    unshared = []
+    for alias, source_name in info.aliases.items():
+        source = existing[source_name]
+        old = _to_array(source, Path(str(like)))
+        alias_value = np.asarray(tensors.get(alias, old))
+        source_value = np.asarray(tensors.get(source_name, old))
+        if _same_bits(alias_value, source_value):
+            continue
+        replaced.append(_replacement(source, alias_value, path, name=alias))
+        unshared.append(alias)
     if unshared:
         keep = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in unshared)]
         del model.graph.node[:]
@@ -193,6 +201,10 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, li
     del model.graph.initializer[:]
     model.graph.initializer.extend(replaced)
     _save(model, Path(path), external=external)
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 def _replacement(original: Any, value: np.ndarray, path: str | os.PathLike[str], *, name: str | None = None) -> Any:
