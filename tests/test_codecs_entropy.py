@@ -160,3 +160,11 @@ def test_best_stage_within_one_percent_of_order0_entropy(kind: str) -> None:
     sizes = {s.name: 8 * len(roundtrip(s, x)) for s in [Rans(), *STAGES]}
     best = min(sizes.values())
     assert best <= 1.01 * ideal, (kind, sizes, ideal)
+
+
+def test_golomb_huge_values_do_not_overflow_the_size_count() -> None:
+    # regression: uint64 sums of Rice quotients wrapped, under-allocating the bit buffer
+    x = np.array([2**62 - 1, -(2**62) + 1] * 200 + [0, 1, -1] * 50, np.int64)
+    roundtrip(GolombRice(), x)
+    with pytest.raises(CodecError):
+        GolombRice().encode(np.array([2**62], np.int64), ArraySpec((1,), "int64"))

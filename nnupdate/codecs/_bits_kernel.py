@@ -153,11 +153,16 @@ def rice_encode(u: np.ndarray, k: int, out: np.ndarray, nbytes: int, buf: np.uin
     k low bits LSB first) to ``out``; returns the writer state (bytes, buffer, bits)."""
     kk = np.uint64(k)
     mask = (np.uint64(1) << kk) - np.uint64(1)
+    cap = out.shape[0]
     for i in range(u.shape[0]):
+        if nbytes + 16 > cap:  # capacity guard: report instead of writing out of bounds
+            return -1, buf, nbits
         v = np.uint64(u[i])
         q = v >> kk
         # q ones
         while q > np.uint64(0):
+            if nbytes + 16 > cap:
+                return -1, buf, nbits
             take = q if q < np.uint64(32) else np.uint64(32)
             buf |= ((np.uint64(1) << take) - np.uint64(1)) << np.uint64(nbits)
             nbits += int(take)

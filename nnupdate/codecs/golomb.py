@@ -33,7 +33,11 @@ def best_rice_parameter(u: np.ndarray) -> tuple[int, int]:
     best = (0, -1)
     top = int(u.max()).bit_length()
     for k in range(0, min(MAX_K, top + 1) + 1):
-        bits = int(np.sum(u >> np.uint64(k), dtype=np.uint64)) + u.size * (k + 1)
+        q = u >> np.uint64(k)
+        # exact: two 32-bit halves so the uint64 sums cannot wrap (an undercount would
+        # under-allocate the encoder's output buffer)
+        unary = (int(np.sum(q >> np.uint64(32), dtype=np.uint64)) << 32) + int(np.sum(q & np.uint64(0xFFFFFFFF), dtype=np.uint64))
+        bits = unary + u.size * (k + 1)
         if best[1] < 0 or bits < best[1]:
             best = (k, bits)
     return best
@@ -84,9 +88,11 @@ class GolombRice(ArrayToBytes):
 
         stream = np.zeros((gap_bits + value_bits) // 8 + 16, dtype=np.uint8)
         state = _bits_kernel.rice_encode(gaps, k_gap, stream, 0, np.uint64(0), 0)
-        if not constant:
+        if not constant and state[0] >= 0:
             state = _bits_kernel.rice_encode(codes, k_val, stream, *state)
         nbytes, buf, nbits = state
+        if nbytes < 0:
+            raise CodecError("golomb: internal size estimate exceeded")  # never expected; guards memory
         if nbits:
             stream[nbytes] = int(buf) & 0xFF
             nbytes += 1
