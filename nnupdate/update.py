@@ -156,7 +156,7 @@ def diff(
             changes[name] = TensorChange(name, dtype, shape, Combine.REPLACE, storage_view(target), role)
             continue
         referenced.append(name)
-        if np.array_equal(storage_view(source), storage_view(target)):
+        if _same_bits(source, target):
             changes[name] = TensorChange(name, dtype, shape, Combine.KEEP, None, role)
             continue
         if dtype == "bool":  # no arithmetic on booleans: store which elements flipped
@@ -183,6 +183,14 @@ def diff(
         producer=producer,
         metadata=dict(metadata or {}),
     )
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise equality: -0.0 differs from 0.0 and NaN payloads count (value equality would
+    mark such tensors KEEP and break bit-exact lossless updates)."""
+    sa, sb = storage_view(a), storage_view(b)
+    unsigned = np.dtype(f"u{sa.dtype.itemsize}")
+    return bool(np.array_equal(sa.view(unsigned), sb.view(unsigned)))
 
 
 def full(tensors: Mapping[str, np.ndarray], **header: object) -> Update:

@@ -182,6 +182,7 @@ def test_index_points_at_every_tensor() -> None:
     assert sorted(index) == [f"t{i}" for i in range(5)]
     for name, (offset, length) in index.items():
         assert data[offset + 8 : offset + 12] == b"TNSR"
+        assert int.from_bytes(data[offset : offset + 8], "little") + 16 == length
         assert read_tensor(data, name).name == name
     with pytest.raises(nnupdate.InputError):
         read_tensor(data, "missing")

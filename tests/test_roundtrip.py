@@ -13,7 +13,6 @@ from nnupdate import dtypes
 from nnupdate.codecs.base import ArraySpec
 from nnupdate.codecs.rans import MAX_ALPHABET, Rans
 from nnupdate.codecs.raw import Raw
-from nnupdate.codecs.uniform import Uniform
 from nnupdate.fingerprint import storage_view
 from nnupdate.format import Combine
 

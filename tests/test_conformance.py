@@ -1,0 +1,107 @@
+"""Conformance vectors: the library and the independent reference decoder agree with
+them bit for bit, negative vectors are refused, and the generator is reproducible."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnupdate.conformance import default_directory, read_npz, run
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = default_directory()
+sys.path.insert(0, str(ROOT / "tools"))
+
+import make_conformance  # noqa: E402
+import reference_decoder as ref  # noqa: E402
+
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
+REF_STAGES = {0x0001, 0x0010, 0x0020, 0x0030}
+
+
+def test_every_vector_passes_the_library_runner() -> None:
+    results = run(VECTORS)
+    assert results and [r for r in results if not r.passed] == []
+
+
+def test_core_vectors_cover_chunks_stages_combines_and_types() -> None:
+    core = [v for v in MANIFEST["vectors"] if v["module"] == "core" and not v["error"]]
+    stages = {s for v in core for s in v["stages"]}
+    assert stages >= REF_STAGES
+    chunks = {c for v in core for c in v["chunks"]}
+    assert {"HEAD", "TNSR", "indx", "IEND"} <= chunks and any(c[0].islower() and c != "indx" for c in chunks)
+    combines = {t["combine"] for v in core for t in v["tensors"]}
+    assert combines == {"ADD", "REPLACE", "XOR", "KEEP", "REMOVE"}
+    dtypes = {t["dtype"] for v in core for t in v["tensors"]}
+    assert len(dtypes) == 13
+    kinds = {v["kind"] for v in core}
+    assert {"DELTA", "FULL"} <= kinds
+    negatives = [v for v in MANIFEST["vectors"] if v["module"] == "core" and v["error"]]
+    assert len(negatives) >= 10
+
+
+def _ref_tensor(array: np.ndarray) -> ref.Tensor:
+    return ref.Tensor(array.dtype.name, tuple(array.shape), array.tobytes())
+
+
+@pytest.mark.parametrize("entry", MANIFEST["vectors"], ids=lambda e: e["name"])
+def test_reference_decoder_agrees(entry: dict) -> None:
+    data = (VECTORS / entry["file"]).read_bytes()
+    if entry["error"]:
+        if entry["module"] != "core":
+            pytest.skip("negative vector of a stage the reference decoder does not implement")
+        with pytest.raises(ref.RefError):
+            ref.decode(data)
+        return
+    if not set(entry["stages"]) <= REF_STAGES:
+        pytest.skip("uses stages specified outside FORMAT.md")
+    decoded = ref.decode(data)
+    assert [(r.name, r.dtype, list(r.shape), r.combine) for r in decoded.tensors] == [
+        (t["name"], t["dtype"], t["shape"], t["combine"]) for t in entry["tensors"]
+    ]
+    expected = read_npz((VECTORS / entry["decoded"]).read_bytes())
+    got = {r.name: r.decoded for r in decoded.tensors if r.decoded is not None}
+    assert set(got) == set(expected)
+    for name, array in expected.items():
+        assert got[name].data == array.tobytes(), name
+    if entry.get("base"):
+        base = {k: _ref_tensor(v) for k, v in read_npz((VECTORS / entry["base"]).read_bytes()).items()}
+        want = read_npz((VECTORS / entry["applied"]).read_bytes())
+        applied = ref.apply(base, decoded)
+        assert set(applied) == set(want)
+        for name, array in want.items():
+            assert applied[name].data == array.tobytes() and applied[name].shape == array.shape, name
+
+
+def test_generator_reproduces_every_byte() -> None:
+    files = make_conformance.build_all()
+    on_disk = {p.name for p in VECTORS.iterdir() if p.is_file()}
+    assert set(files) == on_disk
+    for name, data in files.items():
+        assert (VECTORS / name).read_bytes() == data, name
+
+
+def test_runner_detects_a_wrong_expectation(tmp_path: Path) -> None:
+    shutil.copytree(VECTORS, tmp_path / "v")
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text(encoding="utf-8"))
+    entry = next(v for v in manifest["vectors"] if v["name"] == "core-uniform-rans")
+    decoded = read_npz((tmp_path / "v" / entry["decoded"]).read_bytes())
+    name = next(iter(decoded))
+    decoded[name] = decoded[name].copy()
+    decoded[name].reshape(-1)[0] += 1
+    from nnupdate.conformance import sha256, write_npz
+
+    data = write_npz(decoded)
+    (tmp_path / "v" / entry["decoded"]).write_bytes(data)
+    entry["decoded_sha256"] = sha256(data)
+    (tmp_path / "v" / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (tmp_path / "v" / "core-zstd.nnu").write_bytes(b"tampered")
+    results = {r.name: r for r in run(tmp_path / "v")}
+    assert not results["core-uniform-rans"].passed and "differ" in results["core-uniform-rans"].detail
+    assert not results["core-zstd"].passed and "SHA-256" in results["core-zstd"].detail
+    assert sum(not r.passed for r in results.values()) == 2
