@@ -186,7 +186,7 @@ def test_transposes_and_aliases_are_reported_and_saved(block: dict, capsys: pyte
     assert _run("apply", d / "base_folded.onnx", d / "m.nnu", "-o", d / "m.onnx", "--name-map", "auto", "--save-name-map", d / "map.json") == 0
     printed = capsys.readouterr().out
     assert "transposed [1, 0]" in printed and "mlp.0.weight" in printed
-    assert "exported as Identity" in printed
+    assert "exported as an Identity alias" in printed
     saved = json.loads((d / "map.json").read_text())
     assert saved["format"] == "nnupdate-name-map/1"
     assert saved["tensors"]["mlp.0.weight"]["transpose"] == [1, 0]

@@ -116,7 +116,7 @@ class NameMap:
             if t.transpose is not None:
                 lines.append(f"{name} -> {t.dest}: transposed {list(t.transpose)} by export ({t.via})")
             elif t.via == "alias":
-                lines.append(f"{name}: exported as Identity({t.source}); given its own initializer")
+                lines.append(f"{name}: exported as an Identity alias; un-shared if its value now differs from its source's")
             elif t.dest != name:
                 lines.append(f"{name} -> {t.dest} ({t.via})")
         lines.extend(f"{name}: skipped, {reason}" for name, reason in self.skipped.items())
@@ -306,23 +306,25 @@ class _Resolver:
             if source is None:
                 result.skipped[w.name] = f"mapped to nothing by the {self.explicit_via}"
                 return None
+            if source in self.aliases and perm is None:
+                origin = source if source in self.base else self.aliases[source]
+                if w.needs_base:
+                    self._check(w, origin, None, self.explicit_via)
+                return Target(origin, source, None, "alias")
             if source in self.base:
                 if w.needs_base:
                     self._check(w, source, perm, self.explicit_via)
                 return Target(source, source, perm, self.explicit_via)
-            if source in self.aliases and perm is None:
-                if w.needs_base:
-                    self._check(w, self.aliases[source], None, self.explicit_via)
-                return Target(self.aliases[source], source, None, "alias")
             raise InputError(f"{self.explicit_via} maps {w.name!r} to {source!r}, which the base does not have")
+        if w.name in self.aliases:
+            source = w.name if w.name in self.base else self.aliases[w.name]
+            if w.needs_base:
+                self._check(w, source, None, "Identity alias")
+            return Target(source, w.name, None, "alias")
         if w.name in self.base:
             if w.needs_base:
                 self._check(w, w.name, None, "same name")
             return Target(w.name, w.name, None, "exact")
-        if w.name in self.aliases:
-            if w.needs_base:
-                self._check(w, self.aliases[w.name], None, "Identity alias")
-            return Target(self.aliases[w.name], w.name, None, "alias")
         if self.strict_explicit and w.needs_base:
             raise InputError(f"{self.explicit_via} has no entry for {w.name!r} and the base has no tensor of that name")
         if not w.needs_base:

@@ -148,9 +148,17 @@ def _to_array(tensor: Any, path: Path) -> np.ndarray:
 
 
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every initializer of the model as a numpy array (external data included)."""
+    """Every initializer of the model as a numpy array (external data included).
+
+    ``Identity`` aliases of initializers are listed too, under their own names with their
+    source's value, so a de-duplicated export still has one tensor per torch tensor and
+    ``write`` can give an alias its own value.
+    """
     model = load_model(path)
-    return {t.name: _to_array(t, Path(path)) for t in model.graph.initializer}
+    tensors = {t.name: _to_array(t, Path(path)) for t in model.graph.initializer}
+    for alias, source in graph_info(path, model).aliases.items():
+        tensors.setdefault(alias, tensors[source].copy())
+    return tensors
 
 
 def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: str | os.PathLike[str] | None = None) -> None:
