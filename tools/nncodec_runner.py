@@ -96,19 +96,30 @@ class NNCodecResult:
         return statistics.median(self.decode_seconds)
 
 
-def encode_many(
-    tensors: Mapping[str, np.ndarray], configs: Sequence[NNCodecConfig], *, timeout: float = 1800.0
-) -> list[NNCodecResult]:
-    """Code ``tensors`` at every configuration in one worker process (imports paid once)."""
+def encode_items(
+    jobs: Sequence[tuple[Mapping[str, np.ndarray], Sequence[NNCodecConfig]]], *, timeout: float = 3600.0
+) -> list[list[NNCodecResult]]:
+    """Code several tensor dicts, each at its own configurations, in ONE worker process.
+
+    NNCodec's imports (torch) take seconds, so the benchmark batches everything here.
+    Returns, per job, one result per configuration.
+    """
     python = nncodec_python()
     if python is None:
         raise NNCodecUnavailable("NNCodec not available (set NNCODEC_PYTHON or create /work/nncodec-venv)")
-    names = list(tensors)
-    arrays = {name: np.array(tensors[name], dtype=np.float32, order="C") for name in names}
+    items = []
+    arrays: dict[str, np.ndarray] = {}
+    all_names = []
+    for k, (tensors, configs) in enumerate(jobs):
+        names = list(tensors)
+        all_names.append(names)
+        for i, name in enumerate(names):
+            arrays[f"t{k}_{i}"] = np.array(tensors[name], dtype=np.float32, order="C")
+        items.append({"names": names, "configs": [asdict(c) for c in configs]})
     with tempfile.TemporaryDirectory(prefix="nncodec-") as tmp:
         in_path, out_path, job_path = Path(tmp, "in.npz"), Path(tmp, "out.npz"), Path(tmp, "job.json")
-        np.savez(in_path, **{f"t{i}": arrays[name] for i, name in enumerate(names)})  # type: ignore[arg-type]
-        job_path.write_text(json.dumps({"names": names, "configs": [asdict(c) for c in configs]}))
+        np.savez(in_path, **arrays)  # type: ignore[arg-type]
+        job_path.write_text(json.dumps({"items": items}))
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
         env.pop("PYTHONPATH", None)
         proc = subprocess.run(
@@ -121,16 +132,29 @@ def encode_many(
         )
         if proc.returncode != 0:
             raise NNCodecFailed(f"NNCodec worker failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        results = []
+        results: list[list[NNCodecResult]] = []
         with np.load(out_path, allow_pickle=False) as z:
-            for j, config in enumerate(configs):
-                rec = {name: z[f"rec{j}_{i}"].reshape(np.shape(arrays[name])) for i, name in enumerate(names)}
-                results.append(
-                    NNCodecResult(
-                        config, z[f"bs{j}"].tobytes(), rec, z[f"enc{j}"].tolist(), z[f"dec{j}"].tolist()
+            for k, (tensors, configs) in enumerate(jobs):
+                row = []
+                for j, config in enumerate(configs):
+                    rec = {
+                        name: z[f"rec{k}_{j}_{i}"].reshape(np.shape(tensors[name]))
+                        for i, name in enumerate(all_names[k])
+                    }
+                    row.append(
+                        NNCodecResult(
+                            config, z[f"bs{k}_{j}"].tobytes(), rec, z[f"enc{k}_{j}"].tolist(), z[f"dec{k}_{j}"].tolist()
+                        )
                     )
-                )
+                results.append(row)
     return results
+
+
+def encode_many(
+    tensors: Mapping[str, np.ndarray], configs: Sequence[NNCodecConfig], *, timeout: float = 1800.0
+) -> list[NNCodecResult]:
+    """Code ``tensors`` at every configuration in one worker process (imports paid once)."""
+    return encode_items([(tensors, configs)], timeout=timeout)[0]
 
 
 def encode_tensors(
@@ -156,6 +180,7 @@ __all__ = [
     "NNCodecResult",
     "NNCodecUnavailable",
     "available",
+    "encode_items",
     "encode_many",
     "encode_tensors",
     "nncodec_python",
