@@ -56,7 +56,9 @@ def quantize(probs: np.ndarray, bits: int) -> np.ndarray:
     rows = p.reshape(-1, shape[-1])
     if rows.shape[0] == 0:
         return np.zeros(shape, dtype=np.int32)
-    sums = rows.sum(axis=1, keepdims=True)
+    # Row sums strictly left to right (cumsum), so the result is specified bit for bit
+    # (numpy's pairwise sum is not an order the spec could state).
+    sums = np.cumsum(rows, axis=1)[:, -1:]
     if (sums <= 0).any():
         raise CodecError("simplex: a row sums to zero")
     x = (rows / sums) * m
