@@ -293,3 +293,53 @@ def test_renamed_base_matched_by_value_and_ambiguity_listed(tmp_path: Path) -> N
     twice = {**renamed, "bias1": base["enc.b"].copy()}
     with pytest.raises(InputError, match=r"enc\.b .*ambiguous: candidates bias0, bias1"):
         apply_with_name_map(tmp_path / "x.npz", twice, update, "auto")
+
+
+# ----------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def renamed_models(draw):  # type: ignore[no-untyped-def]
+    """Distinct random tensors, a new name for each, some matrices stored transposed."""
+    count = draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    base, renamed, layout = {}, {}, {}
+    for i in range(count):
+        shape = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3)))
+        base[f"layer{i}.w"] = rng.standard_normal(shape).astype(np.float32)
+        transpose = len(shape) == 2 and shape[0] != shape[1] and draw(st.booleans())
+        stored = base[f"layer{i}.w"].T.copy() if transpose else base[f"layer{i}.w"]
+        renamed[f"t{draw(st.integers(0, 10**6))}_{i}"] = stored
+        layout[f"layer{i}.w"] = transpose
+    return base, renamed, layout, seed
+
+
+@given(renamed_models())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_value_matching_places_every_tensor(tmp_path: Path, case) -> None:  # type: ignore[no-untyped-def]
+    base, renamed, layout, seed = case
+    rng = np.random.default_rng(seed + 1)
+    new = {n: (v + rng.standard_normal(v.shape).astype(np.float32)).astype(np.float32) for n, v in base.items()}
+    update = diff(base, new)
+    attach_tensor_digests(update, base)
+    update = decode(update.encode("raw"))
+    result = apply_with_name_map(tmp_path / "x.npz", renamed, update, "auto")
+    assert set(result.tensors) == set(renamed)
+    for name, target in result.name_map.entries.items():
+        assert (target.transpose is not None) == layout[name]
+        expected = new[name].T if layout[name] else new[name]
+        np.testing.assert_array_equal(result.tensors[target.dest], expected)
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_arbitrary_bytes_as_onnx_give_input_error(tmp_path: Path, payload: bytes) -> None:
+    pytest.importorskip("onnx")
+    path = tmp_path / "fuzz.onnx"
+    path.write_bytes(payload)
+    with pytest.raises(InputError):
+        read_tensors(path)

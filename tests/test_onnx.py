@@ -332,3 +332,25 @@ def test_export_helper_records_name_map_metadata(tmp_path: Path) -> None:
     assert _run("encode", tmp_path / "b.pt", tmp_path / "t.pt", "-o", tmp_path / "u.nnu", "--codec", "raw", "--no-tensor-digests") == 0
     assert _run("apply", tmp_path / "b.onnx", tmp_path / "u.nnu", "-o", tmp_path / "t.onnx", "--name-map", "auto") == 0
     np.testing.assert_allclose(_ort(tmp_path / "t.onnx", example.numpy()), expected, rtol=1e-5, atol=1e-5)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(cut=st.integers(0, 10**6), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=4))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_damaged_onnx_files_read_or_refuse_cleanly(cnn: dict, tmp_path: Path, cut: int, flips: list) -> None:
+    from nnupdate.errors import InputError
+
+    data = bytearray((cnn["dir"] / "base.onnx").read_bytes())
+    for pos, mask in flips:
+        data[pos % len(data)] ^= mask
+    data = data[: len(data) - cut % (len(data) // 2)]
+    path = tmp_path / "damaged.onnx"
+    path.write_bytes(bytes(data))
+    try:
+        tensors = read_tensors(path)
+    except InputError:
+        return
+    assert all(isinstance(v, np.ndarray) for v in tensors.values())

@@ -303,6 +303,8 @@ class _Resolver:
     def _direct(self, w: Wanted, result: NameMap) -> Target | None:
         if w.name in self.explicit:
             source, perm = self.explicit[w.name]
+            if perm is not None and len(perm) != len(w.shape):
+                raise ShapeMismatchError(f"{self.explicit_via}: transpose {list(perm)} of {w.name!r} does not fit its rank {len(w.shape)}")
             if source is None:
                 result.skipped[w.name] = f"mapped to nothing by the {self.explicit_via}"
                 return None
