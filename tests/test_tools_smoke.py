@@ -97,3 +97,76 @@ def test_resnet56_architecture_matches_checkpoint() -> None:
     with torch.no_grad():
         out = model(torch.zeros(2, 3, 32, 32))
     assert tuple(out.shape) == (2, 100)
+
+
+# ----------------------------------------------------------------------------- bench_codecs
+
+
+def _tiny_workload() -> workloads.Workload:
+    rng = np.random.default_rng(7)
+    items = []
+    for _ in range(2):
+        base = {
+            "conv.weight": rng.standard_normal((16, 8, 3, 3)).astype(np.float32),
+            "conv.bias": rng.standard_normal(16).astype(np.float32),
+        }
+        new = {n: (v + rng.laplace(0, 1e-3, v.shape)).astype(np.float32) for n, v in base.items()}
+        new["conv.bias"][:4] = base["conv.bias"][:4]  # partly unchanged
+        items.append((base, new))
+    return workloads.Workload("tiny", "synthetic laplace deltas", items)
+
+
+def test_order0_bits_matches_closed_form() -> None:
+    from tools import bench_codecs
+
+    symbols = np.array([0] * 6 + [1] * 2, dtype=np.int32)
+    p = np.array([0.75, 0.25])
+    assert bench_codecs.order0_bits(symbols) == pytest.approx(-8 * float(p @ np.log2(p)))
+    assert bench_codecs.order0_bits(np.zeros(0, np.int32)) == 0.0
+
+
+def test_envelope_interpolates_in_log_rate() -> None:
+    from tools import bench_codecs
+
+    pts = [(0.4, 1.0), (0.1, 4.0), (0.2, 2.0), (0.25, 3.0)]  # (0.25, 3.0) is dominated
+    assert bench_codecs.pareto(pts) == [(0.1, 4.0), (0.2, 2.0), (0.4, 1.0)]
+    # halfway in log-error between 0.1 and 0.2 -> geometric mean of 4 and 2
+    assert bench_codecs.bpp_at(pts, float(np.sqrt(0.02))) == pytest.approx(np.sqrt(8.0))
+    assert np.isnan(bench_codecs.bpp_at(pts, 0.05))  # no extrapolation below the finest point
+
+
+def test_measure_ours_counts_real_bytes_and_error() -> None:
+    from nnupdate.update import diff, encode_with_report
+    from tools import bench_codecs
+
+    w = _tiny_workload()
+    updates = [diff(b, n) for b, n in w.items]
+    p = bench_codecs.measure_ours(w, "uniform", "uniform:max_rel_error=0.1", updates, repeats=1)
+    assert not p.error
+    expected = sum(len(encode_with_report(u, "uniform:max_rel_error=0.1").data) for u in updates)
+    assert p.bytes == expected  # deterministic, and the figure is the container size
+    assert p.params == w.num_parameters
+    assert p.bpp == pytest.approx(8 * expected / w.num_parameters)
+    assert 0.09 <= p.rel_err <= 0.1
+    assert p.h0_bits > 0 and 8 * p.coded_payload_bytes >= 0.9 * p.h0_bits
+    assert p.encode_mbs > 0 and p.decode_mbs > 0
+    lossless = bench_codecs.measure_ours(w, "zstd", "zstd:level=3", updates, repeats=1)
+    assert lossless.rel_err < 1e-6 and np.isnan(lossless.h0_bits)  # float32 deltas: rounding only
+    assert lossless.bpp > p.bpp
+
+
+def test_bench_run_writes_all_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import bench_codecs
+
+    monkeypatch.setattr(workloads, "load", lambda names, cache, log=print: [_tiny_workload()])
+    args = bench_codecs.parse_args(
+        ["--workloads", "tiny", "--codecs", "uniform,fp16,zstd", "--quick", "--no-nncodec", "--out", str(tmp_path)]
+    )
+    result = bench_codecs.run(args)
+    for name in ("results.json", "results.csv", "summary.md", "rd.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    specs = {p["spec"] for p in result["points"]}
+    assert {"fp16", "zstd:level=3", "zstd:level=19", "uniform:max_rel_error=0.1"} <= specs
+    (row,) = [r for r in result["rd_summary"] if r["target_rel_err"] == 0.1]
+    assert row["best_codec"] == "uniform" and row["best_bpp"] > 0
+    assert "NNCodec skipped" in result["nncodec"]
