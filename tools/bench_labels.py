@@ -12,7 +12,9 @@ server's broadcast stream with:
 
 Every size is ``len()`` of bytes actually produced; every Q_b frame is decoded again
 and checked to equal the quantized labels. "payload" excludes the container's fixed
-cost (headers, index, checksums, digest), read from the frames with ``inspect``.
+cost (headers, index, checksums, digest), read from the frames with ``inspect``;
+"ideal order-0" is the empirical order-0 entropy of the symbols of the best frame
+choice (tables excluded), the limit of any static order-0 coder.
 Student accuracy: a fresh MLP distilled on the public set from the final round's
 labels as a receiver would have them (clients' labels coded uplink, averaged by the
 server, the average coded downlink), mean over seeds, vs from the exact float labels.
@@ -52,11 +54,31 @@ def payload(frame: bytes) -> int:
     return sum(t.payload_bytes for t in inspect(frame).tensors)
 
 
+def order0_bits(symbols: np.ndarray) -> float:
+    """Empirical order-0 entropy of ``symbols`` times their count: what an ideal static coder spends."""
+    if symbols.size == 0:
+        return 0.0
+    _, counts = np.unique(symbols, return_counts=True)
+    p = counts / symbols.size
+    return float(-(counts * np.log2(p)).sum())
+
+
+def ideal_bits(units: np.ndarray, reference: np.ndarray | None) -> float:
+    """Ideal order-0 payload bits of the frame choices the encoder has (no model tables counted)."""
+    best = order0_bits(units)
+    if reference is not None:
+        d = units.astype(np.int64) - reference
+        changed = (d != 0).any(axis=1)
+        best = min(best, order0_bits(d), order0_bits(changed.astype(np.int64)) + order0_bits(d[changed]))
+    return best
+
+
 def code_stream(stream: list[np.ndarray], bits: int, delta: bool) -> dict[str, Any]:
     """Code one link's rounds; returns bytes, payload bytes and the decoded labels per round."""
     enc = LabelEncoder(bits)
     dec = LabelDecoder()
-    sizes, payloads, decoded, kinds = [], [], [], []
+    sizes, payloads, decoded, kinds, ideal = [], [], [], [], []
+    previous = None
     for r, probs in enumerate(stream):
         if delta:
             frame = enc.encode(probs, r)
@@ -64,6 +86,9 @@ def code_stream(stream: list[np.ndarray], bits: int, delta: bool) -> dict[str, A
             frame = full_frame(quantize_labels(probs, bits), round=r)
             dec.reference = None
         out = dec.decode(frame)
+        units = quantize_labels(probs, bits).units
+        ideal.append(ideal_bits(units, previous if delta else None) / 8)
+        previous = units
         expected = quantize_labels(probs, bits).probs
         if not np.array_equal(out, expected):
             raise AssertionError(f"round {r}: decoded labels differ from the quantized ones")
@@ -71,7 +96,13 @@ def code_stream(stream: list[np.ndarray], bits: int, delta: bool) -> dict[str, A
         payloads.append(payload(frame))
         decoded.append(out)
         kinds.append(inspect(frame).tensors[0].name)
-    return {"bytes": sizes, "payload": payloads, "decoded": decoded, "delta_frames": sum(k == "labels.delta" for k in kinds)}
+    return {
+        "bytes": sizes,
+        "payload": payloads,
+        "ideal": ideal,
+        "decoded": decoded,
+        "delta_frames": sum(k == "labels.delta" for k in kinds),
+    }
 
 
 def student_accuracy(x_pub: np.ndarray, targets: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seeds: int, steps: int) -> float:
@@ -135,6 +166,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "delta": delta,
                     "uplink_total": sum(sum(u["bytes"]) for u in up),
                     "uplink_payload": sum(sum(u["payload"]) for u in up),
+                    "uplink_ideal": sum(sum(u["ideal"]) for u in up),
                     "downlink_total": sum(down["bytes"]),
                     "delta_frames": sum(u["delta_frames"] for u in up) + down["delta_frames"],
                     "student_accuracy": student(down["decoded"][-1]),
@@ -149,6 +181,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             base = independent[r["bits"]]
             r["vs_independent"] = (r["uplink_total"] + r["downlink_total"]) / (base["uplink_total"] + base["downlink_total"])
             r["payload_vs_independent"] = r["uplink_payload"] / base["uplink_payload"]
+            r["ideal_vs_independent"] = r["uplink_ideal"] / base["uplink_ideal"]
+        if "uplink_ideal" in r:
+            r["payload_vs_ideal"] = r["uplink_payload"] / r["uplink_ideal"]
     return {
         "run": str(run),
         "clients": links,
@@ -166,14 +201,19 @@ def print_table(result: dict[str, Any]) -> None:
         f"{result['public_set']} x {result['classes']} classes ({result['run']}); sizes are bytes written"
     )
     print()
-    print("| scheme | bits/entry (uplink) | bytes/round/client | uplink total | downlink bytes/round | delta / independent (up+down) | payload only | student acc |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| scheme | bits/entry (uplink) | bytes/round/client | uplink total | downlink bytes/round "
+        "| delta / independent (up+down) | payload only | ideal order-0 | payload / ideal | student acc |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
         ratio = f"{r['vs_independent']:.3f}" if "vs_independent" in r else ""
         pratio = f"{r['payload_vs_independent']:.3f}" if "payload_vs_independent" in r else ""
+        iratio = f"{r['ideal_vs_independent']:.3f}" if "ideal_vs_independent" in r else ""
+        vs_ideal = f"{r['payload_vs_ideal']:.3f}" if "payload_vs_ideal" in r else ""
         print(
             f"| {r['scheme']} | {r['uplink_bits_per_entry']:.3f} | {r['uplink_bytes_per_round']:.0f} | {r['uplink_total']} | "
-            f"{r['downlink_bytes_per_round']:.0f} | {ratio} | {pratio} | {r['student_accuracy']:.4f} |"
+            f"{r['downlink_bytes_per_round']:.0f} | {ratio} | {pratio} | {iratio} | {vs_ideal} | {r['student_accuracy']:.4f} |"
         )
     print()
     print(f"student distilled from the exact float labels: {result['student_exact']:.4f} test accuracy")
