@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from nnupdate.codecs import parse_codec
 from nnupdate.codecs.base import ArraySpec
 from nnupdate.codecs.context import Context, layout
+from nnupdate.codecs.dq import DependentQuantizer, dq_levels, dq_reconstruct
 from nnupdate.codecs.rdoq import CtxCodec, RdoqQuantizer, rdoq_levels
 from nnupdate.errors import ChecksumError, CodecError, FormatError
 from nnupdate.update import apply, decode, diff, encode_with_report
@@ -50,9 +51,9 @@ def level_arrays(draw: st.DrawFn) -> np.ndarray:
 
 
 @settings(max_examples=150, deadline=None)
-@given(level_arrays(), st.integers(1, 6), st.sampled_from([0, 8, 32]))
-def test_exact_roundtrip_on_arbitrary_levels_and_layouts(q: np.ndarray, ngt: int, check: int) -> None:
-    _roundtrip(q, Context(ngt, check))
+@given(level_arrays(), st.integers(1, 6), st.sampled_from([0, 8, 32]), st.sampled_from([0, 1]))
+def test_exact_roundtrip_on_arbitrary_levels_and_layouts(q: np.ndarray, ngt: int, check: int, dq: int) -> None:
+    _roundtrip(q, Context(ngt, check, dq))
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ def test_decoder_state_is_integer_only() -> None:
     from nnupdate.codecs import _context_kernel as kernel
 
     fresh = numba.njit(cache=False)(kernel.decode.py_func)  # cached overloads carry no type map
-    fresh(np.zeros(3, np.uint8), 1, 3, 4, 0)
+    fresh(np.zeros(3, np.uint8), 1, 3, 4, 0, 1)
     for compiled in fresh.overloads.values():
         typemap = compiled.type_annotation.typemap  # type: ignore[attr-defined]
         types = {str(t) for t in typemap.values()}
@@ -242,6 +243,47 @@ def test_codec_hits_max_rel_error_and_applies(target: float) -> None:
     assert np.sqrt(err / norm) <= target * 1.001
     plain = encode_with_report(u, f"uniform:max_rel_error={target},coder=rans")
     assert len(report.data) < len(plain.data)
+
+
+def test_codec_with_dependent_quantization_hits_target() -> None:
+    base, new = _update(3)
+    report = encode_with_report(diff(base, new), "ctx:max_rel_error=0.1,quant=dq")
+    assert 0.09 <= report.relative_error <= 0.1
+    change = decode(report.data).changes["fc.weight"]
+    assert change.pipeline is not None and [s.name for s in change.pipeline.stages] == ["dq", "ctx"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 40), st.floats(0.0, 0.5), st.integers(0, 2**32 - 1))
+def test_dq_levels_follow_the_state_machine(rows: int, rowlen: int, lam: float, seed: int) -> None:
+    """Trellis levels reconstruct within one step (lam=0) and the decoder's parity rule holds."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    x = rng.laplace(size=(rows, rowlen)) * 3
+    q = dq_levels(x, x.shape, 1.0, lam)
+    index = dq_reconstruct(q, x.shape).reshape(rows, rowlen)
+    qr = q.reshape(rows, rowlen)
+    for r in range(rows):  # reference state machine, written independently of the kernel
+        state = 0
+        for i in range(rowlen):
+            k = int(qr[r, i])
+            expect = 2 * k if state < 2 else (2 * k - int(np.sign(k)))
+            assert index[r, i] == expect
+            state = [[0, 2], [2, 0], [1, 3], [3, 1]][state][k & 1]
+    if lam == 0:
+        assert np.abs(index - x).max() <= 1.0 + 1e-9
+
+
+def test_dq_stage_roundtrip_through_pipeline() -> None:
+    rng = np.random.Generator(np.random.PCG64(4))
+    x = rng.normal(size=(8, 3, 3)) * 0.01
+    spec = ArraySpec(x.shape, "float32")
+    stage = DependentQuantizer(0.002, 0.1)
+    q, resolved = stage.encode(x, spec)
+    assert resolved.params() == {"step": 0.002}
+    data, coder = Context(dq=1).encode(q, ArraySpec(q.shape, "int32"))
+    back = coder.decode(data, ArraySpec(q.shape, "int32"))
+    y = DependentQuantizer.from_params(resolved.params()).decode(back, spec)
+    assert y.dtype == np.float32 and np.sqrt(np.mean((y - x) ** 2)) < 0.002
 
 
 def test_codec_hits_target_bits() -> None:

@@ -3,7 +3,7 @@
 Importing this package registers every built-in stage and codec.
 """
 
-from . import bitpack, coders, context, elias, golomb, m22, qsgd, rans, raw, rd, rdoq, sbc, topk, uniform, zstd  # noqa: F401  (registration side effects)
+from . import bitpack, coders, context, dq, elias, golomb, m22, qsgd, rans, raw, rd, rdoq, sbc, topk, uniform, zstd  # noqa: F401  (registration side effects)
 from .base import ArraySpec, ArrayToArray, ArrayToBytes, BytesToBytes, Stage, StageKind, register, registered_stages
 from .pipeline import Pipeline
 from .presets import (

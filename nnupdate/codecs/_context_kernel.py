@@ -37,9 +37,9 @@ MAX_CHECK = 32
 
 # Context layout (indices into the state array).
 CTX_SKIP = 0  # row-coded flag (1 = the row has a nonzero level); 2 contexts: previous row skipped?
-CTX_SIG = 2  # 5 (a+b) x 4 (column activity) x 3 (row activity) = 60
-CTX_SIGN = 62  # 3: previous level zero / positive / negative
-CTX_GT = 65  # NGT x 8
+CTX_SIG = 2  # 2 (dq quantizer) x 3 (row activity) x 4 (column activity) x 5 (a+b) = 120
+CTX_SIGN = 122  # 3: previous level zero / positive / negative
+CTX_GT = 125  # NGT x 8
 NUM_GT_CLASSES = 8
 
 
@@ -75,6 +75,18 @@ def _sig_ctx(a: int, b: int, c: int, act: int) -> int:  # pragma: no cover - com
     else:
         k = 2
     return CTX_SIG + (k * 4 + c) * 5 + ab
+
+
+@njit(cache=True, inline="always")
+def _dq_next(s: int, parity: int) -> int:  # pragma: no cover - compiled
+    """Dependent-quantization state transition (states 0, 1 use Q0; 2, 3 use Q1)."""
+    if s == 0:
+        return 2 * parity
+    if s == 1:
+        return 2 - 2 * parity
+    if s == 2:
+        return 1 + 2 * parity
+    return 3 - 2 * parity
 
 
 @njit(cache=True, inline="always")
@@ -186,7 +198,7 @@ def _enc_ctx(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, bit: 
 
 
 @njit(cache=True)
-def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> np.ndarray:  # pragma: no cover - compiled
+def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int) -> np.ndarray:  # pragma: no cover - compiled
     """Range-code ``levels`` (int64, C order, ``rows * rowlen``, |q| <= 2**31-1)."""
     nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
     eg_base = CTX_GT + ngt * NUM_GT_CLASSES
@@ -216,12 +228,13 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> 
         a = 0
         b = 0
         sa = 0
+        dqs = 0
         for i in range(rowlen):
             q = levels[base + i]
             c = prev[i]
             cc = _col_class(colact[i])
             m = q if q >= 0 else -q
-            buf = _enc_ctx(rc, buf, state, _sig_ctx(a, b, cc, act), 1 if m != 0 else 0)
+            buf = _enc_ctx(rc, buf, state, _sig_ctx(a, b, cc, act) + (60 if dqs >= 2 else 0), 1 if m != 0 else 0)
             if m != 0:
                 buf = _enc_ctx(rc, buf, state, CTX_SIGN + sa, 1 if q < 0 else 0)
                 g = CTX_GT + _gt_class(a, b, c)
@@ -248,6 +261,8 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> 
             prev[i] = m
             colact[i] = _col_update(colact[i], m)
             act = _activity(act, m)
+            if dq:
+                dqs = _dq_next(dqs, m & 1)
     for j in range(check - 1, -1, -1):
         buf = _enc_bit(rc, buf, HALF, (CHECK_PATTERN >> j) & 1)
     # Flush: pick the value in [low, low + range) with the most trailing zero bits, emit it,
@@ -273,7 +288,7 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> 
 
 
 @njit(cache=True)
-def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
+def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
     """Levels and a status: 0 ok, 3 magnitude overflow, 4 trailing bytes, 5 check bits differ.
 
     Bytes past the end of ``data`` read as zero (the encoder drops trailing zero bytes).
@@ -320,9 +335,10 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> tu
         a = 0
         b = 0
         sa = 0
+        dqs = 0
         for i in range(rowlen):
             c = prev[i]
-            ctx = _sig_ctx(a, b, _col_class(colact[i]), act)
+            ctx = _sig_ctx(a, b, _col_class(colact[i]), act) + (60 if dqs >= 2 else 0)
             p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
             bound = (rng >> PROB_BITS) * p0
             if code < bound:
@@ -428,6 +444,8 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int) -> tu
             prev[i] = m
             colact[i] = _col_update(colact[i], m)
             act = _activity(act, m)
+            if dq:
+                dqs = _dq_next(dqs, m & 1)
     got = 0
     for _ in range(check):
         bound = (rng >> PROB_BITS) * HALF

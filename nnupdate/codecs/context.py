@@ -59,8 +59,13 @@ class Context(ArrayToBytes):
     #: check bits coded after the last level (0-32): the stage's own corruption check, on
     #: top of the container's CRC-32C; each bit costs one bit per tensor
     check: int = 0
+    #: 1 when the levels come from dependent quantization: the coder then tracks the
+    #: dq state machine and gives each of its two quantizers its own significance contexts
+    dq: int = 0
 
     def __post_init__(self) -> None:
+        if self.dq not in (0, 1):
+            raise ValueError("dq must be 0 or 1")
         if not 1 <= self.ngt <= MAX_NGT:
             raise ValueError(f"ngt must lie in [1, {MAX_NGT}]")
         if not 0 <= self.check <= 32:
@@ -73,6 +78,8 @@ class Context(ArrayToBytes):
             out["ngt"] = self.ngt
         if self.check != 0:
             out["check"] = self.check
+        if self.dq != 0:
+            out["dq"] = self.dq
         return out
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[bytes, Context]:
@@ -86,7 +93,7 @@ class Context(ArrayToBytes):
         rows, rowlen = layout(spec.shape)
         from . import _context_kernel  # numba compiles on first use; keep CLI start-up fast
 
-        data = _context_kernel.encode(np.ascontiguousarray(symbols, dtype=np.int64), rows, rowlen, self.ngt, self.check)
+        data = _context_kernel.encode(np.ascontiguousarray(symbols, dtype=np.int64), rows, rowlen, self.ngt, self.check, self.dq)
         return data.tobytes(), self
 
     def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
@@ -97,7 +104,7 @@ class Context(ArrayToBytes):
         rows, rowlen = layout(spec.shape)
         from . import _context_kernel
 
-        levels, status = _context_kernel.decode(np.frombuffer(data, dtype=np.uint8), rows, rowlen, self.ngt, self.check)
+        levels, status = _context_kernel.decode(np.frombuffer(data, dtype=np.uint8), rows, rowlen, self.ngt, self.check, self.dq)
         if status:
             raise CodecError(f"ctx: corrupt stream ({_STATUS.get(int(status), 'unknown defect')})")
         return _to_spec(levels, spec)

@@ -102,13 +102,18 @@ class RdoqQuantizer(ArrayToArray):
         return float("inf")
 
 
-def rdoq_relative_error(deltas: list[np.ndarray], step: float, lam: float, ngt: int = 4) -> float:
-    """Relative L2 error of RDOQ at ``step`` over all deltas (what the decoder will see, in float64)."""
+def rdoq_relative_error(deltas: list[np.ndarray], step: float, lam: float, ngt: int = 4, quant: str = "rdoq") -> float:
+    """Relative L2 error of RDOQ (or dq) at ``step`` over all deltas, before rounding to the tensor type."""
+    from .dq import dq_levels, dq_reconstruct
+
     err = norm = 0.0
     for d in deltas:
         x = np.asarray(d, dtype=np.float64).reshape(-1)
-        q = rdoq_levels(x, d.shape, step, lam, ngt)
-        r = q * step - x
+        if quant == "dq":
+            index = dq_reconstruct(dq_levels(x, d.shape, step, lam), d.shape)
+        else:
+            index = rdoq_levels(x, d.shape, step, lam, ngt)
+        r = index * step - x
         err += float(r @ r)
         norm += float(x @ x)
     return float(np.sqrt(err / norm)) if norm > 0 else 0.0
@@ -132,8 +137,15 @@ class CtxCodec(Codec):
     lam: float = 0.1
     ngt: int = 4
     check: int = 0
+    #: ``rdoq`` (scalar levels, RDOQ under the live context model) or ``dq`` (dependent
+    #: trellis-coded quantization, 4 states, with dq-aware significance contexts)
+    quant: str = "rdoq"
+    #: the trellis's lambda (``quant=dq``), in the same units as ``lam``
+    dq_lam: float = 0.2
 
     def __post_init__(self) -> None:
+        if self.quant not in ("rdoq", "dq"):
+            raise ValueError("quant must be rdoq or dq")
         if self.step < 0 or self.target_bits < 0 or self.lam < 0 or not 0 < self.max_rel_error < 1:
             raise ValueError("step, target_bits, lam must be >= 0 and max_rel_error in (0, 1)")
         Context(self.ngt, self.check)  # validates ngt and check
@@ -154,6 +166,10 @@ class CtxCodec(Codec):
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
             raise InputError("ctx: no step chosen (call prepare() or pass step=...)")
+        if self.quant == "dq":
+            from .dq import DependentQuantizer
+
+            return Plan(Combine.ADD, (DependentQuantizer(self.step, self.dq_lam),), ((Context(self.ngt, self.check, 1),),))
         return Plan(Combine.ADD, (RdoqQuantizer(self.step, self.lam, self.ngt),), ((Context(self.ngt, self.check),),))
 
 
@@ -171,17 +187,17 @@ def _step_for_error(update: Update, codec: CtxCodec, deltas: list[np.ndarray], t
     peak = max(float(np.abs(d).max()) for d in deltas)
     if peak == 0.0:
         return 1.0
-    if codec.lam <= 0:
+    if codec.lam <= 0 and codec.quant == "rdoq":
         lo = hi
     else:
         lo = hi / 4
-        while rdoq_relative_error(deltas, lo, codec.lam, codec.ngt) > target and lo > peak * 1e-9:
+        while rdoq_relative_error(deltas, lo, codec.lam if codec.quant == "rdoq" else codec.dq_lam, codec.ngt, codec.quant) > target and lo > peak * 1e-9:
             lo /= 4
         for _ in range(30):
             if hi / lo < 1.0 + 2e-3:
                 break
             mid = float(np.sqrt(lo * hi))
-            if rdoq_relative_error(deltas, mid, codec.lam, codec.ngt) <= target:
+            if rdoq_relative_error(deltas, mid, codec.lam if codec.quant == "rdoq" else codec.dq_lam, codec.ngt, codec.quant) <= target:
                 lo = mid
             else:
                 hi = mid
