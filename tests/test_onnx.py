@@ -354,3 +354,31 @@ def test_damaged_onnx_files_read_or_refuse_cleanly(cnn: dict, tmp_path: Path, cu
     except InputError:
         return
     assert all(isinstance(v, np.ndarray) for v in tensors.values())
+
+
+def test_encode_across_formats_with_export_metadata(tmp_path: Path) -> None:
+    """encode base.onnx tuned.pt and base.pt tuned.onnx, names aligned by the export's map."""
+    torch.manual_seed(6)
+    model = Block().eval()
+    example = torch.randn(2, 6, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_adapter.export(model, (example,), tmp_path / "b.onnx")
+        torch.save(model.state_dict(), tmp_path / "b.pt")
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+            expected = model(example).numpy()
+        torch.save(model.state_dict(), tmp_path / "t.pt")
+        onnx_adapter.export(model, (example,), tmp_path / "t.onnx")
+    # ONNX base, PyTorch new: the update speaks ONNX names and applies without a map.
+    assert _run("encode", tmp_path / "b.onnx", tmp_path / "t.pt", "-o", tmp_path / "u1.nnu", "--codec", "raw", "--name-map", "auto") == 0
+    assert "onnx::MatMul" in " ".join(load(tmp_path / "u1.nnu").changes)
+    assert _run("apply", tmp_path / "b.onnx", tmp_path / "u1.nnu", "-o", tmp_path / "o1.onnx") == 0
+    np.testing.assert_allclose(_ort(tmp_path / "o1.onnx", example.numpy()), expected, rtol=1e-5, atol=1e-5)
+    # PyTorch base, ONNX new: the update speaks torch names and rebuilds the tuned state dict.
+    assert _run("encode", tmp_path / "b.pt", tmp_path / "t.onnx", "-o", tmp_path / "u2.nnu", "--codec", "raw", "--name-map", "auto") == 0
+    assert _run("apply", tmp_path / "b.pt", tmp_path / "u2.nnu", "-o", tmp_path / "o2.pt") == 0
+    rebuilt = torch.load(tmp_path / "o2.pt", weights_only=True)
+    for name, value in model.state_dict().items():
+        assert torch.equal(rebuilt[name], value), name

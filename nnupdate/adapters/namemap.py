@@ -486,3 +486,56 @@ def apply_with_name_map(
         value = result[name]
         out[target.dest] = np.ascontiguousarray(np.transpose(value, target.transpose)) if target.transpose else value
     return MappedApply(out, mapping)
+
+
+# ----------------------------------------------------------------------------- encoding across formats
+
+
+def align_names(
+    base_path: str | os.PathLike[str],
+    base: Mapping[str, np.ndarray],
+    new_path: str | os.PathLike[str],
+    new: Mapping[str, np.ndarray],
+    name_map: str | os.PathLike[str],
+) -> dict[str, np.ndarray]:
+    """``new`` renamed (and transposed) into ``base``'s names, for ``encode`` across formats.
+
+    The map comes from ``name_map`` (a FILE) or, for ``"auto"``, from the metadata
+    :func:`nnupdate.adapters.onnx.export` stored in whichever side is ONNX. Values cannot
+    guide the match here (base and new differ by the very update being made), so ``auto``
+    without such metadata is refused rather than guessed.
+    """
+    if str(name_map) == "auto":
+        from .onnx import graph_info
+
+        onnx_side = next((p for p in (base_path, new_path) if Path(p).suffix.lower() == ".onnx"), None)
+        stored = graph_info(onnx_side).name_map if onnx_side is not None else {}
+        if not stored:
+            raise InputError(
+                "encode --name-map auto needs an ONNX side exported with nnupdate.adapters.onnx.export "
+                "(its metadata holds the map); otherwise pass a map FILE (apply --save-name-map writes one)"
+            )
+        mapping = parse_map({"tensors": stored}, f"{onnx_side} metadata")
+    else:
+        mapping = load_map_file(name_map)
+    targets = {name for name, _ in mapping.values() if name is not None}
+    forward = len(targets & set(base)) >= len(set(mapping) & set(base))  # base holds the map's targets
+    out: dict[str, np.ndarray] = {}
+    consumed: set[str] = set()
+    for key, (target, perm) in mapping.items():
+        if target is None:
+            continue
+        source, dest = (key, target) if forward else (target, key)
+        if source not in new:
+            continue
+        value = np.asarray(new[source])
+        if perm is not None:
+            if len(perm) != value.ndim:
+                raise ShapeMismatchError(f"name map: transpose {list(perm)} of {key!r} does not fit rank {value.ndim}")
+            value = np.ascontiguousarray(np.transpose(value, perm if forward else np.argsort(perm)))
+        out[dest] = value
+        consumed.add(source)
+    for name, value in new.items():
+        if name not in consumed and name not in out:
+            out[name] = np.asarray(value)
+    return out

@@ -64,6 +64,10 @@ def encode(
         bool,
         typer.Option(help="Store an 8-byte digest per base tensor so `apply --name-map` can find and verify it in a renamed base (e.g. ONNX)."),
     ] = True,
+    name_map: Annotated[
+        Optional[str],
+        typer.Option(help="When BASE and NEW name tensors differently (.pt vs .onnx): a JSON map FILE, or auto (ONNX export metadata)."),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Make an update file from two checkpoints and report what it cost and preserved."""
@@ -73,7 +77,12 @@ def encode(
 
     chosen = _codec_with_overrides(codec, step, max_rel_error, target_bits, lam)
     base_tensors = adapters.read_tensors(base)
-    update = diff(base_tensors, adapters.read_tensors(new), round=round_, metadata=_parse_meta(meta or []))
+    new_tensors = adapters.read_tensors(new)
+    if name_map is not None:
+        from ..adapters.namemap import align_names
+
+        new_tensors = align_names(base, base_tensors, new, new_tensors, name_map)
+    update = diff(base_tensors, new_tensors, round=round_, metadata=_parse_meta(meta or []))
     if tensor_digests:
         from ..adapters.namemap import attach_tensor_digests
 
