@@ -224,3 +224,25 @@ def test_cli_encode_decode_with_reference_chain(tmp_path: Path, capsys: pytest.C
     assert "negative" in capsys.readouterr().err
     assert main(["labels", "encode", str(tmp_path / "logits.npy"), "-o", str(tmp_path / "x.nnu"), "--normalize", "softmax"]) == 0
     assert decode_quantized((tmp_path / "x.nnu").read_bytes()).bits == 4
+
+
+def test_stream_sends_full_frame_when_public_set_changes() -> None:
+    rng = np.random.default_rng(5)
+    small, large = dirichlet(rng, 30, 4), dirichlet(rng, 45, 4)
+    enc, dec = LabelEncoder(3), LabelDecoder()
+    for r, (probs, kind) in enumerate(((small, "full"), (small, "delta"), (large, "full"), (large, "delta"))):
+        frame = enc.encode(probs, r)
+        assert frame_info(frame).frame == kind
+        assert np.array_equal(dec.decode(frame), quantize_labels(probs, 3).probs)
+
+
+def test_reference_given_as_full_frame_bytes() -> None:
+    rng = np.random.default_rng(6)
+    p0 = dirichlet(rng, 80, 5)
+    p1 = p0.copy()
+    p1[:4] = dirichlet(rng, 4, 5)
+    first = encode_labels(p0, bits=5, round=0)
+    second = encode_labels(p1, bits=5, reference=first, round=1)
+    info = frame_info(second)
+    assert info.frame == "delta" and info.reference_round == 0
+    assert np.array_equal(decode_labels(second, reference=decode_quantized(first)), quantize_labels(p1, 5).probs)

@@ -15,7 +15,8 @@ way it likes.
 
 Output directory::
 
-    round_000.npz ... round_NNN.npz   client_0..client_9: (P, 10) float32 soft labels; server: their mean
+    round_000.npz ... round_NNN.npz   client_k: (P, 10) float32 exact soft labels; server: the mean
+                                      of what the server received (decoded labels with --bits)
     public.npz                        x_public, y_public (for reference only), x_test, y_test
     run.json                          configuration, per-round client accuracies and (with --bits) bytes
 

@@ -33,7 +33,10 @@ class LabelEncoder:
     def encode(self, probs: object, round: int, *, full: bool = False) -> bytes:
         labels = quantize_labels(probs, self.bits, normalize=self.normalize, tolerance=self.tolerance, round=round)
         forced = full or (self.keyframe_interval > 0 and round % self.keyframe_interval == 0)
-        data = encode_quantized(labels, reference=None if forced else self.reference, round=round)
+        reference = self.reference
+        if forced or (reference is not None and reference.shape != labels.shape):
+            reference = None  # e.g. the public set changed: only a full frame makes sense
+        data = encode_quantized(labels, reference=reference, round=round)
         self.reference = labels
         return data
 
