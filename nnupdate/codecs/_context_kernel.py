@@ -289,7 +289,7 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
 
 @njit(cache=True)
 def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
-    """Levels and a status: 0 ok, 3 magnitude overflow, 4 trailing bytes, 5 check bits differ.
+    """Levels and a status: 0 ok, 2 code >= range, 3 magnitude overflow, 4 trailing bytes, 5 check bits differ.
 
     Bytes past the end of ``data`` read as zero (the encoder drops trailing zero bytes).
     """
@@ -304,6 +304,8 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
         code = (code << 8) | (int(data[j]) if j < size else 0)
     rng = 0xFFFFFFFF
     pos = 4
+    if code >= rng:
+        return out, 2
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
     prev_skipped = 0
@@ -437,6 +439,8 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
                     if m > MAX_MAGNITUDE:
                         return out, 3
                 q = -m if neg == 1 else m
+            if code >= rng:  # a sound stream keeps code < range; garbage is refused here
+                return out, 2
             out[base + i] = q
             sa = 0 if q == 0 else (1 if q > 0 else 2)
             b = a

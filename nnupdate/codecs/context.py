@@ -26,6 +26,7 @@ from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
 MAX_NGT = 16
 DEFAULT_NGT = 4
 _STATUS = {
+    2: "code value outside the coding interval",
     3: "level magnitude overflows",
     4: "trailing bytes after the stream",
     5: "check bits differ",

@@ -1,0 +1,157 @@
+"""An independent pure-Python decoder written from spec/CONTEXT.md, checked against the kernel.
+
+If the spec and the implementation drift apart, this fails: the spec alone must be enough
+to decode a ``ctx`` payload and a ``dq`` level array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nnupdate.codecs.base import ArraySpec
+from nnupdate.codecs.context import Context
+from nnupdate.codecs.dq import dq_levels, dq_reconstruct
+
+T = [[0, 2], [2, 0], [1, 3], [3, 1]]
+
+
+def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int = 0, dq: int = 0) -> list[int]:
+    if len(shape) >= 2:
+        rows, rowlen = shape[0], int(np.prod(shape[1:]))
+    else:
+        rows, rowlen = 1, int(np.prod(shape))
+    size = len(payload)
+
+    def byte(p: int) -> int:
+        return payload[p] if p < size else 0
+
+    st_ = {"code": (byte(0) << 24) | (byte(1) << 16) | (byte(2) << 8) | byte(3), "range": 2**32 - 1, "pos": 4}
+    assert st_["code"] < st_["range"]
+    models: dict[tuple, list[int]] = {}
+
+    def bin_(p0: int) -> int:
+        bound = (st_["range"] >> 15) * p0
+        if st_["code"] < bound:
+            st_["range"] = bound
+            b = 0
+        else:
+            st_["code"] -= bound
+            st_["range"] -= bound
+            b = 1
+        while st_["range"] < 2**24:
+            st_["range"] <<= 8
+            st_["code"] = (st_["code"] << 8) | byte(st_["pos"])
+            st_["pos"] += 1
+        return b
+
+    def ctx(key: tuple) -> int:
+        m = models.setdefault(key, [2**14, 2**14])
+        b = bin_((m[0] + m[1]) >> 1)
+        if b == 0:
+            m[0] += (2**15 - m[0]) >> 4
+            m[1] += (2**15 - m[1]) >> 7
+        else:
+            m[0] -= m[0] >> 4
+            m[1] -= m[1] >> 7
+        return b
+
+    out: list[int] = []
+    prev = [0] * rowlen
+    col = [0] * rowlen
+    act = 0
+    prev_skipped = 0
+    for _ in range(rows):
+        if ctx(("row", prev_skipped)) == 0:
+            out += [0] * rowlen
+            prev = [0] * rowlen
+            prev_skipped = 1
+            continue
+        prev_skipped = 0
+        a = b = sp = s = 0
+        for i in range(rowlen):
+            c = prev[i]
+            ca = 0 if col[i] < 24 else 1 if col[i] < 96 else 2 if col[i] < 320 else 3
+            ra = 0 if act < 16 else 1 if act < 128 else 2
+            qz = 1 if dq == 1 and s >= 2 else 0
+            t = a + b + c
+            g = t if t < 3 else 3 if t < 5 else 4 if t < 8 else 5 if t < 13 else 6 if t < 21 else 7
+            e = 0 if t < 13 else 1 if t < 40 else 2
+            m = q = 0
+            if ctx(("sig", 60 * qz + 20 * ra + 5 * ca + min(a + b, 4))):
+                neg = ctx(("sign", sp))
+                m = 1
+                for k in range(1, ngt + 1):
+                    if not ctx(("gt", 8 * (k - 1) + g)):
+                        break
+                    m = k + 1
+                if m > ngt:
+                    n = 0
+                    while ctx(("eg", 18 * e + min(n, 17))):
+                        n += 1
+                        assert n <= 31
+                    v = 1
+                    for _ in range(n):
+                        v = 2 * v + bin_(2**14)
+                    m = ngt + v
+                q = -m if neg else m
+            assert st_["code"] < st_["range"]
+            out.append(q)
+            sp = 0 if q == 0 else 1 if q > 0 else 2
+            b, a = a, m
+            prev[i] = m
+            col[i] += (256 * min(m, 15) - col[i]) >> 2
+            act += (256 * min(m, 15) - act) >> 4
+            if dq == 1:
+                s = T[s][m & 1]
+    got = 0
+    for _ in range(check):
+        got = (got << 1) | bin_(2**14)
+    assert got == 0xA5C3F00F & ((1 << check) - 1)
+    assert size <= st_["pos"] and (size == 0 or payload[-1] != 0)
+    return out
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[np.ndarray, int, int, int]:
+    rows = draw(st.integers(1, 5))
+    rowlen = draw(st.integers(1, 12))
+    scale = draw(st.sampled_from([0.3, 2.0, 30.0, 5000.0]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    q = np.rint(rng.laplace(size=(rows, rowlen)) * scale * rng.exponential(size=(rows, 1))).astype(np.int64)
+    if rows > 1:
+        q[draw(st.integers(0, rows - 1))] = 0
+    return q, draw(st.integers(1, 6)), draw(st.sampled_from([0, 5, 32])), draw(st.integers(0, 1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(cases())
+def test_spec_decoder_agrees_with_kernel(case: tuple[np.ndarray, int, int, int]) -> None:
+    q, ngt, check, dq = case
+    data, _ = Context(ngt, check, dq).encode(q, ArraySpec(q.shape, "int64"))
+    assert spec_decode(data, q.shape, ngt, check, dq) == q.reshape(-1).tolist()
+
+
+def test_spec_decoder_on_a_conv_layout_and_huge_values() -> None:
+    q = np.zeros((3, 2, 3, 3), np.int64)
+    q[0, 1, 2, 2] = (1 << 31) - 1
+    q[2, 0, 0, 1] = -12345
+    data, _ = Context().encode(q, ArraySpec(q.shape, "int64"))
+    assert spec_decode(data, q.shape) == q.reshape(-1).tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 30), st.integers(0, 2**32 - 1))
+def test_spec_dq_reconstruction(rows: int, rowlen: int, seed: int) -> None:
+    rng = np.random.Generator(np.random.PCG64(seed))
+    x = rng.laplace(size=(rows, rowlen)) * 4
+    k = dq_levels(x, x.shape, 1.0, 0.1).reshape(rows, rowlen)
+    expect = []
+    for r in range(rows):
+        s = 0
+        for v in k[r].tolist():
+            expect.append(2 * v if s < 2 else 2 * v - (v > 0) + (v < 0))
+            s = T[s][v & 1]
+    assert dq_reconstruct(k, x.shape).tolist() == expect
