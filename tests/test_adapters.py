@@ -303,7 +303,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 @st.composite
 def renamed_models(draw):  # type: ignore[no-untyped-def]
-    """Distinct random tensors, a new name for each, some matrices stored transposed."""
+    """Distinct random tensors, a new name for each (but tiny ones), some matrices stored transposed."""
     count = draw(st.integers(1, 6))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
@@ -313,7 +313,8 @@ def renamed_models(draw):  # type: ignore[no-untyped-def]
         base[f"layer{i}.w"] = rng.standard_normal(shape).astype(np.float32)
         transpose = len(shape) == 2 and shape[0] != shape[1] and draw(st.booleans())
         stored = base[f"layer{i}.w"].T.copy() if transpose else base[f"layer{i}.w"]
-        renamed[f"t{draw(st.integers(0, 10**6))}_{i}"] = stored
+        small = int(np.prod(shape)) < 4  # matched by name only, so kept under its name
+        renamed[f"layer{i}.w" if small else f"t{draw(st.integers(0, 10**6))}_{i}"] = stored
         layout[f"layer{i}.w"] = transpose
     return base, renamed, layout, seed
 
@@ -343,3 +344,19 @@ def test_arbitrary_bytes_as_onnx_give_input_error(tmp_path: Path, payload: bytes
     path.write_bytes(payload)
     with pytest.raises(InputError):
         read_tensors(path)
+
+
+def test_integer_and_tiny_tensors_never_matched_under_other_names(tmp_path: Path) -> None:
+    base = {"count": np.array(3, dtype=np.int64), "scale": np.array([1.0], dtype=np.float32), "w": np.ones((4, 4), np.float32)}
+    new = {"count": np.array(4, dtype=np.int64), "scale": np.array([2.0], dtype=np.float32), "w": np.ones((4, 4), np.float32)}
+    update = diff(base, new)
+    attach_tensor_digests(update, base)
+    update = decode(update.encode("raw"))
+    # An exported graph's constants that happen to hold the same values under other names.
+    graph = {"onnx::Reshape_7": np.array(3, dtype=np.int64), "onnx::Mul_9": np.array([1.0], dtype=np.float32), "w": base["w"]}
+    with pytest.raises(InputError, match="scale .*too small to be recognised"):
+        apply_with_name_map(tmp_path / "g.npz", graph, update, "auto")
+    result = apply_with_name_map(tmp_path / "g.npz", {**graph, "scale": base["scale"]}, update, "auto")
+    assert "count" in result.name_map.skipped
+    np.testing.assert_array_equal(result.tensors["onnx::Reshape_7"], graph["onnx::Reshape_7"])
+    np.testing.assert_array_equal(result.tensors["scale"], new["scale"])

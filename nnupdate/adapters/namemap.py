@@ -43,6 +43,8 @@ MAP_FORMAT = "nnupdate-name-map/1"
 DIGEST_CHUNK = b"tdig"
 DIGEST_BYTES = 8
 _TRANSPOSE_2D = (1, 0)
+#: tensors smaller than this are matched by name (or map) only, never by shape or value
+_MIN_MATCH_ELEMENTS = 4
 
 
 # ----------------------------------------------------------------------------- per-tensor digests
@@ -254,10 +256,14 @@ class _Resolver:
                 pending.append(w)
         problems: list[str] = []
         for w in pending:
+            # Integer buffers and tiny tensors are never matched under another name: a
+            # count or a scalar can equal a graph constant (a Reshape shape, a 1.0) by
+            # chance, and changing that constant would silently corrupt the graph.
+            identifiable = w.dtype.startswith(("float", "bfloat")) and int(np.prod(w.shape, dtype=np.int64)) >= _MIN_MATCH_ELEMENTS
             candidates = [
                 (name, perm)
                 for name in self.order
-                if name not in claimed and name not in self.aliases
+                if identifiable and name not in claimed and name not in self.aliases
                 for perm in self._perms(w, np.asarray(self.base[name]))
             ]
             if self.digests is not None and w.name in self.digests:
@@ -288,6 +294,11 @@ class _Resolver:
                 )
             elif not w.needs_base:
                 result.entries[w.name] = Target(None, w.name, None, "added")
+            elif not identifiable:
+                problems.append(
+                    f"{w.name} {w.dtype}{list(w.shape)} is not in the base under its name, and is too small to be "
+                    "recognised by value; map it in a name-map file"
+                )
             else:
                 problems.append(f"{w.name} {w.dtype}{list(w.shape)} is not in the base (folded or pruned by export?)")
         if problems:
