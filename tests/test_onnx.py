@@ -382,3 +382,25 @@ def test_encode_across_formats_with_export_metadata(tmp_path: Path) -> None:
     rebuilt = torch.load(tmp_path / "o2.pt", weights_only=True)
     for name, value in model.state_dict().items():
         assert torch.equal(rebuilt[name], value), name
+
+
+def test_bfloat16_initializers_round_trip(tmp_path: Path) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4).astype(ml_dtypes.bfloat16)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [3, 4])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "b.onnx"))
+    new = (w.astype(np.float32) + np.float32(0.25)).astype(ml_dtypes.bfloat16)
+    onnx_adapter.write(tmp_path / "n.onnx", {"w": new}, like=tmp_path / "b.onnx")
+    assert _run("encode", tmp_path / "b.onnx", tmp_path / "n.onnx", "-o", tmp_path / "u.nnu", "--codec", "raw") == 0
+    assert _run("apply", tmp_path / "b.onnx", tmp_path / "u.nnu", "-o", tmp_path / "o.onnx") == 0
+    out = read_tensors(tmp_path / "o.onnx")["w"]
+    assert out.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(out.view(np.uint16), new.view(np.uint16))
