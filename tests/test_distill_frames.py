@@ -139,6 +139,8 @@ def test_normalize_accepts_logits_and_unnormalised_rows() -> None:
         encode_labels(scores, bits=2, normalize="bogus")  # type: ignore[arg-type]
     with pytest.raises(InputError):
         encode_labels(softmax, bits=0)
+    with pytest.raises(InputError, match="round"):
+        encode_labels(softmax, bits=2, round=-1)
 
 
 @settings(max_examples=40, deadline=None)

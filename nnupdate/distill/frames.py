@@ -176,6 +176,8 @@ def _best_record(
 
 
 def _container(records: list[TensorRecord], meta: dict[str, str], round: int, base: bytes | None) -> bytes:
+    if not (isinstance(round, int) and 0 <= round < 1 << 64):
+        raise InputError(f"round must be an integer in [0, 2**64), got {round!r}")
     header = Header(UpdateKind.SOFT_LABELS, base, round, PRODUCER, meta)
     return serialize(Container(header, records))
 
