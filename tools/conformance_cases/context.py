@@ -1,0 +1,157 @@
+"""Vectors for spec/CONTEXT.md: the ``ctx`` entropy stage (0x0028), the ``rdoq`` (0x001A)
+and ``dq`` (0x001B) quantizers, and the ``ctx`` codec.
+
+Lossless ``ctx`` vectors state their expected output independently (the input levels),
+across layouts (1-D, Linear, Conv with empty rows), parameters (ngt, check bits, dq
+contexts) and extremes (+-(2**31-1)). Quantizer vectors carry a base so the applied
+model is checked too. Each negative vector breaks exactly one rule of CONTEXT.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import nnupdate
+from nnupdate.codecs.base import ArraySpec, Stage
+from nnupdate.codecs.context import Context
+from nnupdate.codecs.dq import DependentQuantizer
+from nnupdate.codecs.rdoq import RdoqQuantizer
+from nnupdate.format import Combine, TensorRecord, UpdateKind
+
+from . import Case, build, encode_tensor, rng
+
+
+def _base() -> dict[str, np.ndarray]:
+    g = rng(71)
+    return {
+        "conv.weight": g.standard_normal((16, 8, 3, 3)).astype(np.float32),
+        "conv.bias": g.standard_normal(16).astype(np.float32),
+        "fc.weight": g.standard_normal((24, 96)).astype(np.float32),
+        "fc.half": g.standard_normal((4, 64)).astype(np.float16),
+    }
+
+
+def _new() -> dict[str, np.ndarray]:
+    g = rng(72)
+    out = {}
+    for k, v in _base().items():
+        scale = np.exp(g.standard_normal((v.shape[0],) + (1,) * (v.ndim - 1)))
+        d = 0.01 * g.laplace(size=v.shape) * scale
+        if v.ndim > 1:
+            d[::4] = 0  # dead units: all-zero rows
+        out[k] = (v + d).astype(v.dtype)
+    return out
+
+
+def _codec(spec: str) -> bytes:
+    return nnupdate.diff(_base(), _new(), metadata={"codec": spec}).encode(spec)
+
+
+def _levels() -> dict[str, np.ndarray]:
+    g = rng(73)
+    conv = np.rint(g.laplace(size=(12, 4, 3, 3)) * 2 * g.exponential(size=(12, 1, 1, 1))).astype(np.int32)
+    conv[[1, 2, 7]] = 0
+    linear = np.rint(g.laplace(size=(20, 50)) * np.outer(g.exponential(size=20), g.exponential(size=50))).astype(np.int16)
+    single = np.zeros((30, 40), np.int32)
+    single[13, 27] = -1
+    return {
+        "empty": np.zeros(0, np.int32),
+        "empty-rows": np.zeros((5, 0), np.int32),
+        "scalar": np.array(7, np.int32),
+        "zeros": np.zeros((9, 11), np.int32),
+        "single": single,
+        "extremes": np.array([2**31 - 1, 0, -(2**31 - 1), 1, -1, 0, 1000], np.int32),
+        "conv": conv,
+        "linear": linear,
+        "int8": np.clip(conv.reshape(12, -1), -128, 127).astype(np.int8),
+    }
+
+
+def _lossless(stage: Context) -> tuple[bytes, dict[str, np.ndarray]]:
+    arrays = _levels()
+    records = [encode_tensor(name, a, [stage]) for name, a in arrays.items()]
+    return build(records, kind=UpdateKind.FULL), arrays
+
+
+def _pinned_quantizers() -> bytes:
+    g = rng(74)
+    x = (0.01 * g.laplace(size=(32, 40)) * g.exponential(size=(32, 1))).astype(np.float32)
+    records = [
+        encode_tensor("rdoq-ctx", x, [RdoqQuantizer(0.004, 0.1), Context()], combine=Combine.REPLACE),
+        encode_tensor("rdoq-ctx-f16", x.astype(np.float16), [RdoqQuantizer(0.002, 0.3), Context(2, 8)], combine=Combine.REPLACE),
+        encode_tensor("dq-ctx", x, [DependentQuantizer(0.002, 0.2), Context(dq=1)], combine=Combine.REPLACE),
+        encode_tensor("dq-ctx-1d", x[0], [DependentQuantizer(0.001, 0.2), Context(dq=1)], combine=Combine.REPLACE),
+    ]
+    return build(records, kind=UpdateKind.FULL)
+
+
+# ----------------------------------------------------------------------------- negatives
+
+
+def _record(name: str, dtype: str, shape: tuple[int, ...], stages: list[Stage], payload: bytes) -> bytes:
+    rec = TensorRecord(name, dtype, shape, Combine.REPLACE, nnupdate.Role.UNKNOWN, [s.record() for s in stages], payload)
+    return build([rec], kind=UpdateKind.FULL)
+
+
+def _ctx_payload(q: np.ndarray, stage: Context) -> bytes:
+    data, _ = stage.encode(q, ArraySpec(q.shape, str(q.dtype)))
+    return data
+
+
+def _neg_trailing_zero() -> bytes:
+    q = np.array([[3, 0, -1], [0, 0, 2]], np.int32)
+    return _record("s", "int32", (2, 3), [Context()], _ctx_payload(q, Context()) + b"\x00")
+
+
+def _neg_check_bits() -> bytes:
+    q = np.array([[3, 0, -1], [0, 0, 2]], np.int32)
+    good = _ctx_payload(q, Context(check=16))
+    return _record("s", "int32", (2, 3), [Context(check=16)], good[:-1])  # last byte cut: check bits differ
+
+
+def _neg_overflow_type() -> bytes:
+    q = np.array([300, -5], np.int32)
+    return _record("s", "int8", (2,), [Context()], _ctx_payload(q, Context()))  # 300 does not fit int8
+
+
+def _neg_dq_level() -> bytes:
+    q = np.array([1 << 30, 0], np.int32)  # |k| > 2**30 - 1
+    return _record("w", "float32", (2,), [DependentQuantizer(0.5), Context(dq=1)], _ctx_payload(q, Context(dq=1)))
+
+
+def _neg_ngt() -> bytes:
+    q = np.array([1, 2], np.int32)
+    rec = TensorRecord("s", "int32", (2,), Combine.REPLACE, nnupdate.Role.UNKNOWN,
+                       [Context(ngt=16).record()], _ctx_payload(q, Context(ngt=16)))
+    data = build([rec], kind=UpdateKind.FULL)
+    from . import reframe
+
+    return reframe(data, edit=lambda chunks: [(t, b.replace(b"\x03ngt\x01\x10", b"\x03ngt\x01\x11") if t == b"TNSR" else b)
+                                              for t, b in chunks])
+
+
+_ctx_default = lambda: _lossless(Context())  # noqa: E731
+_ctx_options = lambda: _lossless(Context(ngt=1, check=32, dq=1))  # noqa: E731
+
+# fmt: off
+CASES = [
+    Case("context-ctx", "ctx (0x0028), default parameters, on int8/16/32 levels: empty, empty rows, scalar, all-zero, "
+         "a single nonzero, +-(2**31-1), conv with zero rows, linear with row/column scales",
+         lambda: _ctx_default()[0], expected=lambda: _ctx_default()[1]),
+    Case("context-ctx-options", "ctx with ngt=1, check=32, dq=1 on the same levels", lambda: _ctx_options()[0],
+         expected=lambda: _ctx_options()[1]),
+    Case("context-quantizers-pinned", "rdoq (0x001A) + ctx on float32 and float16; dq (0x001B) + ctx(dq=1), 2-D and 1-D",
+         _pinned_quantizers),
+    Case("context-codec-ctx", "codec ctx: global step by max_rel_error=0.1, RDOQ, ctx", lambda: _codec("ctx:max_rel_error=0.1"),
+         base=_base),
+    Case("context-codec-ctx-dq", "codec ctx with a server-set step and dependent quantization",
+         lambda: _codec("ctx:step=0.004,quant=dq"), base=_base),
+    Case("context-codec-uniform-ctx", "codec uniform with coder=ctx", lambda: _codec("uniform:max_rel_error=0.05,coder=ctx"),
+         base=_base),
+    Case("context-neg-trailing-zero", "ctx payload ending in a zero byte", _neg_trailing_zero, error="CodecError"),
+    Case("context-neg-check-bits", "ctx with check=16 whose last byte is missing", _neg_check_bits, error="CodecError"),
+    Case("context-neg-overflow", "ctx level 300 in an int8 tensor", _neg_overflow_type, error="CodecError"),
+    Case("context-neg-dq-level", "dq level 2**30 (beyond +-(2**30-1))", _neg_dq_level, error="CodecError"),
+    Case("context-neg-ngt", "ctx with ngt=17 (beyond 16)", _neg_ngt, error="FormatError"),
+]
+# fmt: on
