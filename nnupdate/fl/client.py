@@ -7,9 +7,11 @@ the Flower ``ClientApp`` produce the same bytes for the same seed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
+from ..codecs.presets import Codec
 from ..update import decode, encode_with_report
 from .config import FLConfig
 from .messages import ClientState, client_update, new_residual, receive_downstream, resolve_codec
@@ -34,6 +36,17 @@ def train_seed(config: FLConfig, round: int, client: int) -> int:
     return (config.seed * 1_000_003 + round * 1009 + client) & 0x7FFFFFFF
 
 
+def reseeded(codec: Codec, seed: int) -> Codec:
+    """Give a stochastic codec (one with a ``seed`` option) fresh randomness per client and round.
+
+    With one fixed seed every client would dither with the same pattern each round, so
+    stochastic-rounding errors would be correlated and would not average out at the server.
+    """
+    if "seed" not in {f.name for f in dataclasses.fields(codec)}:
+        return codec
+    return dataclasses.replace(codec, seed=(int(codec.seed) * 1_000_003 + seed) & 0x7FFFFFFF)  # type: ignore[attr-defined,call-arg]
+
+
 def client_round(config: FLConfig, client: int, round: int, state: ClientState, downstream: list[bytes], *, drop: bool = False) -> tuple[ClientReply, ClientState]:
     """One round on one client. ``drop`` simulates a client that leaves before replying."""
     if drop:
@@ -51,7 +64,7 @@ def client_round(config: FLConfig, client: int, round: int, state: ClientState, 
     update = client_update(
         state.replica, trained, state.residual, round=round, client=client, examples=len(y), error_feedback=config.error_feedback
     )
-    report = encode_with_report(update, resolve_codec(config.codec))
+    report = encode_with_report(update, reseeded(resolve_codec(config.codec), train_seed(config, round, client)))
     if config.error_feedback:
         started = time.perf_counter()
         decoded = decode(report.data)

@@ -7,6 +7,7 @@ engine sends the same bytes as Flower Messages to ``ClientApp`` instances.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from .client import ClientReply, client_round
 from .config import ENGINES, FLConfig
 from .messages import ClientState, resolve_codec
 from .server import Assignment, Server
+
+log = logging.getLogger("nnupdate.fl")
 
 Exchange = Callable[[int, list[Assignment]], list[ClientReply]]
 #: (round, client, bytes) -> bytes: corrupts messages in transit (fault injection for tests)
@@ -56,8 +59,10 @@ class InprocEngine:
             state = self.clients.get(job.client) or ClientState()
             try:
                 reply, state = client_round(self.config, job.client, round, state, job.messages, drop=job.drop)
-            except NNUpdateError as exc:
+            except Exception as exc:  # a failing client must not stall the round (as on Flower)
                 reply = ClientReply(job.client, None, error=f"client failed: {type(exc).__name__}: {exc}")
+                if not isinstance(exc, NNUpdateError):
+                    log.warning("round %d: client %d raised", round, job.client, exc_info=True)
             self.clients[job.client] = state
             replies.append(reply)
         return replies
