@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from ..codecs.presets import Codec
-from ..update import decode, encode_with_report
+from ..update import Update, decode, encode_with_report
 from .config import FLConfig
 from .messages import ClientState, client_update, new_residual, receive_downstream, resolve_codec
 from .task import client_data, load_task, load_weights, local_train, single_thread, weights_of
@@ -28,6 +28,8 @@ class ClientReply:
     decode_s: float = 0.0
     train_loss: float = 0.0
     relative_error: float = 0.0
+    #: bytes that crossed when they differ from ``len(data)`` (a peer codec's own bitstream)
+    wire_bytes: int | None = None
     #: why the client produced nothing (engine-reported failure); empty for a silent dropout
     error: str = ""
 
@@ -47,10 +49,18 @@ def reseeded(codec: Codec, seed: int) -> Codec:
     return dataclasses.replace(codec, seed=(int(codec.seed) * 1_000_003 + seed) & 0x7FFFFFFF)  # type: ignore[attr-defined,call-arg]
 
 
-def client_round(config: FLConfig, client: int, round: int, state: ClientState, downstream: list[bytes], *, drop: bool = False) -> tuple[ClientReply, ClientState]:
-    """One round on one client. ``drop`` simulates a client that leaves before replying."""
-    if drop:
-        return ClientReply(client, None), state
+@dataclass
+class Trained:
+    """A client's update before coding (what a peer codec outside nnupdate receives)."""
+
+    update: Update
+    state: ClientState
+    decode_s: float
+    loss: float
+
+
+def train_update(config: FLConfig, client: int, round: int, state: ClientState, downstream: list[bytes]) -> Trained:
+    """Receive the downstream messages, train locally, and form the DELTA (+ EF residual)."""
     state, decode_s = receive_downstream(state, downstream)
     assert state.replica is not None
     task = load_task(config.task)
@@ -64,10 +74,19 @@ def client_round(config: FLConfig, client: int, round: int, state: ClientState, 
     update = client_update(
         state.replica, trained, state.residual, round=round, client=client, examples=len(y), error_feedback=config.error_feedback
     )
+    return Trained(update, state, decode_s, loss)
+
+
+def client_round(config: FLConfig, client: int, round: int, state: ClientState, downstream: list[bytes], *, drop: bool = False) -> tuple[ClientReply, ClientState]:
+    """One round on one client. ``drop`` simulates a client that leaves before replying."""
+    if drop:
+        return ClientReply(client, None), state
+    done = train_update(config, client, round, state, downstream)
+    state, decode_s, update = done.state, done.decode_s, done.update
     report = encode_with_report(update, reseeded(resolve_codec(config.codec), train_seed(config, round, client)))
     if config.error_feedback:
         started = time.perf_counter()
         decoded = decode(report.data)
         decode_s += time.perf_counter() - started
         state.residual = new_residual(update, decoded)
-    return ClientReply(client, report.data, report.seconds, decode_s, loss, report.relative_error), state
+    return ClientReply(client, report.data, report.seconds, decode_s, done.loss, report.relative_error), state

@@ -21,6 +21,8 @@ from . import checkpoint, report
 from .client import ClientReply, client_round
 from .config import ENGINES, FLConfig
 from .messages import ClientState, resolve_codec
+from .peer import is_peer, nncodec_round
+from .peer import parse as peer_parse
 from .server import Assignment, Server
 
 log = logging.getLogger("nnupdate.fl")
@@ -54,6 +56,8 @@ class InprocEngine:
         self.clients: dict[int, ClientState] = clients if clients is not None else {}
 
     def __call__(self, round: int, plan: list[Assignment]) -> list[ClientReply]:
+        if is_peer(self.config.codec):
+            return nncodec_round(self.config, round, plan, self.clients)
         replies = []
         for job in plan:
             state = self.clients.get(job.client) or ClientState()
@@ -125,7 +129,7 @@ def run(
     else:
         if config is None:
             raise InputError("run() needs a config or resume=DIR")
-        resolve_codec(config.codec)  # refuse a bad spec before any work
+        check_codec(config.codec, engine)  # refuse a bad spec before any work
         if config.downstream != "full":
             resolve_codec(config.downstream)
         if config.mode == "distill":
@@ -151,6 +155,16 @@ def run(
     return result
 
 
+def check_codec(spec: str, engine: str) -> None:
+    """Refuse an unusable upstream codec spec early (the NNCodec peer: inproc only)."""
+    if is_peer(spec):
+        if engine != "inproc":
+            raise InputError("the nncodec peer runs on the inproc engine only")
+        peer_parse(spec)
+        return
+    resolve_codec(spec)
+
+
 def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "config"
 
@@ -165,7 +179,7 @@ def parse_compare_entry(entry: str, base: FLConfig) -> FLConfig:
     while text.endswith(("+ef", "+noef")):
         ef = text.endswith("+ef")
         text = text.rsplit("+", 1)[0]
-    resolve_codec(text)
+    check_codec(text, "inproc")
     if down != "full":
         resolve_codec(down)
     return base.replace(codec=text, error_feedback=ef, downstream=down, name=entry.strip())

@@ -154,7 +154,7 @@ class Server:
         t = self.state.round + 1
         sent = {a.client: a for a in plan}
         bytes_down = sum(len(m) for a in plan for m in a.messages)
-        bytes_up = sum(len(r.data) for r in replies if r.data is not None)
+        bytes_up = sum(len(r.data) if r.wire_bytes is None else r.wire_bytes for r in replies if r.data is not None)
         encode_s = self._downstream_encode_s + sum(r.encode_s for r in replies)
         decode_s = sum(r.decode_s for r in replies)
         valid: list[tuple[dict[str, np.ndarray], int]] = []
