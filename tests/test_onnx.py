@@ -404,3 +404,44 @@ def test_bfloat16_initializers_round_trip(tmp_path: Path) -> None:
     out = read_tensors(tmp_path / "o.onnx")["w"]
     assert out.dtype == ml_dtypes.bfloat16
     np.testing.assert_array_equal(out.view(np.uint16), new.view(np.uint16))
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.mark.slow
+def test_resnet56_checkpoint_update_applied_in_onnxruntime(tmp_path: Path) -> None:
+    """The shared ResNet-56 (350 tensors, BatchNorm, bottlenecks): torch update -> base .onnx -> onnxruntime."""
+    checkpoint = SHARED / "data" / "resnet56_cifar100.pt"
+    if not checkpoint.is_file():
+        pytest.skip("../shared/data/resnet56_cifar100.pt is absent")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        from workloads import build_resnet56
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    model = build_resnet56()
+    model.load_state_dict(torch.load(checkpoint, weights_only=True, map_location="cpu"))
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(model.state_dict(), tmp_path / "base.pt")
+    _export(model, x, tmp_path / "base.onnx", do_constant_folding=False)
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.train()
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.randint(0, 100, (8,))).backward()
+    opt.step()
+    model.eval()
+    torch.save(model.state_dict(), tmp_path / "tuned.pt")
+    assert _run("encode", tmp_path / "base.pt", tmp_path / "tuned.pt", "-o", tmp_path / "u.nnu", "--codec", "uniform:max_rel_error=0.01") == 0
+    assert _run("apply", tmp_path / "base.onnx", tmp_path / "u.nnu", "-o", tmp_path / "tuned.onnx", "--name-map", "auto") == 0
+    model.load_state_dict(base_state)
+    apply_to_module(model, load(tmp_path / "u.nnu"))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = _ort(tmp_path / "tuned.onnx", x.numpy())
+    assert np.abs(got - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max())) * 10

@@ -45,6 +45,8 @@ DIGEST_BYTES = 8
 _TRANSPOSE_2D = (1, 0)
 #: tensors smaller than this are matched by name (or map) only, never by shape or value
 _MIN_MATCH_ELEMENTS = 4
+#: error messages list at most this many tensors per kind of problem
+_MAX_LISTED = 8
 
 
 # ----------------------------------------------------------------------------- per-tensor digests
@@ -255,6 +257,7 @@ class _Resolver:
             elif w.name not in result.skipped:
                 pending.append(w)
         problems: list[str] = []
+        transformed: list[str] = []
         for w in pending:
             # Integer buffers and tiny tensors are never matched under another name: a
             # count or a scalar can equal a graph constant (a Reshape shape, a 1.0) by
@@ -286,12 +289,8 @@ class _Resolver:
             elif w.droppable:
                 result.skipped[w.name] = "not in the base (unused by the exported graph)"
             elif candidates:
-                listed = ", ".join(n for n, _ in candidates[:8])
-                problems.append(
-                    f"{w.name} {w.dtype}{list(w.shape)} has no base tensor with its values; same-shape tensors {listed} "
-                    "differ, so export transformed it (e.g. BatchNorm folded into Conv): re-export with "
-                    "do_constant_folding=False, or map it in a name-map file"
-                )
+                listed = ", ".join(n for n, _ in candidates[:4]) + (" ..." if len(candidates) > 4 else "")
+                transformed.append(f"{w.name} {w.dtype}{list(w.shape)} (same-shape base tensors {listed} hold other values)")
             elif not w.needs_base:
                 result.entries[w.name] = Target(None, w.name, None, "added")
             elif not identifiable:
@@ -301,8 +300,18 @@ class _Resolver:
                 )
             else:
                 problems.append(f"{w.name} {w.dtype}{list(w.shape)} is not in the base (folded or pruned by export?)")
+        if transformed:
+            problems.insert(
+                0,
+                f"{len(transformed)} tensors have no base tensor with their values, so export transformed them (e.g. "
+                "BatchNorm folded into Conv); re-export with do_constant_folding=False, or map them in a name-map file:\n    "
+                + "\n    ".join(transformed[:_MAX_LISTED])
+                + (f"\n    ... and {len(transformed) - _MAX_LISTED} more" if len(transformed) > _MAX_LISTED else ""),
+            )
         if problems:
-            raise InputError("cannot match update tensors to the base:\n  " + "\n  ".join(problems))
+            shown = problems[: _MAX_LISTED + 1]
+            more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+            raise InputError("cannot match update tensors to the base:\n  " + "\n  ".join(shown) + more)
         result.verified = self.digests is not None and not result.guesses
         seen: dict[str, str] = {}
         for name, t in result.entries.items():
