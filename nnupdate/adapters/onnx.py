@@ -232,7 +232,7 @@ def _replacement(original: Any, value: np.ndarray, path: str | os.PathLike[str],
 def _save(model: Any, path: Path, *, external: bool) -> None:
     """Write atomically; with external data (forced, or above 2 GB) as ``<name>.data`` beside it."""
     onnx = _onnx()
-    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    size = sum(t.ByteSize() for t in model.graph.initializer)
     if not external and size < EXTERNAL_DATA_THRESHOLD:
         atomic_write(path, model.SerializeToString())
         return
