@@ -15,10 +15,10 @@ import numpy as np
 
 from . import dtypes
 from .codecs import pipeline as pipelines
-from .codecs.base import ArraySpec, stage_from_record
+from .codecs.base import ArraySpec, ArrayToArray, stage_from_record
 from .codecs.pipeline import Pipeline
 from .codecs.presets import Codec, parse_codec
-from .errors import BaseMismatchError, CodecError, InputError, ShapeMismatchError
+from .errors import BaseMismatchError, CodecError, InputError, LimitError, ShapeMismatchError
 from .fingerprint import fingerprint, storage_view, tensor_dtype_name
 from .format import (
     DEFAULT_LIMITS,
@@ -276,7 +276,16 @@ def encode_change(change: TensorChange, codec: Codec) -> tuple[TensorRecord, Ten
     report.pipeline = stages.describe()
     if plan.combine == Combine.ADD and dtypes.is_float(change.dtype):
         # Distortion is measured on what the decoder will actually produce.
-        decoded = pipelines.decode(stages, record.payload, spec)
+        if prefix and not dtypes.is_float(symbol_spec.dtype) and all(s.lossless for s in best[1]):
+            # Integer symbols through a lossless tail (exhaustively round-trip tested) come
+            # back unchanged, so the decoder's output is the array stages' inverse of the
+            # symbols we hold: skip re-decoding the bytes.
+            decoded = symbols
+            for stage, out_spec in zip(reversed(prefix), reversed(_specs(prefix, spec))):
+                assert isinstance(stage, ArrayToArray)
+                decoded = stage.decode(decoded, out_spec)
+        else:
+            decoded = pipelines.decode(stages, record.payload, spec)
         x = np.asarray(values, dtype=np.float64).reshape(-1)
         err = dtypes.to_float64(decoded, change.dtype).reshape(-1) - x
         # einsum, not ``@``: BLAS dot spins up its thread pool per call, which costs more
@@ -284,6 +293,14 @@ def encode_change(change: TensorChange, codec: Codec) -> tuple[TensorRecord, Ten
         report.squared_error = float(np.einsum("i,i->", err, err))
         report.squared_norm = float(np.einsum("i,i->", x, x))
     return record, report
+
+
+def _specs(prefix: list, spec: ArraySpec) -> list[ArraySpec]:
+    """Input spec of every array stage of ``prefix``."""
+    specs = [spec]
+    for stage in prefix[:-1]:
+        specs.append(stage.encoded_spec(specs[-1]))
+    return specs
 
 
 def encode_with_report(update: Update, codec: Codec | str = "uniform") -> EncodeReport:
@@ -319,7 +336,10 @@ def decode_record(record: TensorRecord) -> TensorChange:
         return change
     stages = Pipeline(tuple(stage_from_record(s) for s in record.stages))
     spec = ArraySpec(record.shape, pipeline_dtype(record.dtype, record.combine))
-    change.data = pipelines.decode(stages, record.payload, spec)
+    try:
+        change.data = pipelines.decode(stages, record.payload, spec)
+    except MemoryError:  # within the limits, but not within this machine's memory
+        raise LimitError(f"{record.name}: not enough memory to decode {record.size} elements") from None
     change.pipeline = stages
     change.payload_bytes = len(record.payload)
     return change

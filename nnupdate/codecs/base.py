@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -111,6 +112,7 @@ class Stage(ABC):
         return f"{self.name}({', '.join(shown)})" if shown else self.name
 
 
+@functools.cache
 def _field_types(cls: type[Stage]) -> dict[str, type]:
     hints = typing.get_type_hints(cls)
     out: dict[str, type] = {}

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import CodecError
 from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
-from .varint import Reader, write_uvarint, zigzag
+from .varint import Reader, uvarint_bytes, write_uvarint, zigzag, zigzag_array
 
 #: Largest model alphabet, escape symbol included; larger ranges use escapes.
 MAX_ALPHABET = 4096
@@ -109,8 +109,7 @@ class Rans(ArrayToBytes):
         write_uvarint(out, alphabet)
         out.append(int(has_escape))
         out.append(precision)
-        for f in freq.tolist():
-            write_uvarint(out, f)
+        out += uvarint_bytes(freq)
         if np.count_nonzero(freq) > 1:
             cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.uint32)
             from . import _rans_kernel  # numba compiles on first use; keep CLI start-up fast
@@ -120,8 +119,7 @@ class Rans(ArrayToBytes):
             out += int(state).to_bytes(8, "little")
             out += words.astype("<u4").tobytes()
         if has_escape:
-            for v in symbols[escaped].tolist():
-                write_uvarint(out, zigzag(v))
+            out += uvarint_bytes(zigzag_array(symbols[escaped]))
         return bytes(out), self
 
     def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
@@ -139,10 +137,17 @@ class Rans(ArrayToBytes):
             raise CodecError("rans: invalid model header")
         if lo < _INT64_MIN or lo + alphabet - 1 - has_escape > _INT64_MAX:
             raise CodecError("rans: symbol window outside the int64 range")
-        freq = np.array([r.uvarint() for _ in range(alphabet)], dtype=np.int64)
-        if int(freq.sum()) != 1 << precision:
+        freq64 = r.uvarints(alphabet)
+        if int(freq64.max()) > 1 << precision or int(freq64.sum()) != 1 << precision:
             raise CodecError("rans: frequencies do not sum to 2**precision")
+        freq = freq64.astype(np.int64)
         nonzero = np.flatnonzero(freq)
+        if len(nonzero) == 1 and not (has_escape and nonzero[0] == alphabet - 1):
+            # One symbol, no stream: a few bytes may stand for N elements, so build the
+            # output directly in its own type (no N-sized int64 intermediates).
+            if r.remaining:
+                raise CodecError("rans: trailing bytes after the stream")
+            return _constant(int(nonzero[0]) + lo, spec)
         if len(nonzero) == 1:
             index = np.full(n, nonzero[0], dtype=np.int64)
         else:
@@ -166,17 +171,19 @@ class Rans(ArrayToBytes):
         values = index + lo
         if has_escape:
             esc = index == alphabet - 1
-            count = int(esc.sum())
-            extra = [r.svarint() for _ in range(count)]
-            if extra and (min(extra) < _INT64_MIN or max(extra) > _INT64_MAX):
-                raise CodecError("rans: escaped value out of range")
-            values[esc] = extra
+            values[esc] = r.svarints(int(esc.sum()))  # every uint64 zigzag is an int64
         if r.remaining:
             raise CodecError("rans: trailing bytes after the stream")
         return _to_spec(values, spec)
 
     def max_encoded_size(self, spec: ArraySpec) -> int:
         return 64 + 10 * MAX_ALPHABET + 12 * spec.size
+
+
+def _constant(value: int, spec: ArraySpec) -> np.ndarray:
+    """An array of ``spec`` filled with ``value`` (range-checked like :func:`_to_spec`)."""
+    one = _to_spec(np.array([value], dtype=np.int64), ArraySpec((1,), spec.dtype))
+    return np.full(spec.shape, one[0], dtype=one.dtype)
 
 
 def _to_spec(values: np.ndarray, spec: ArraySpec) -> np.ndarray:

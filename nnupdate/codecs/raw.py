@@ -22,6 +22,8 @@ class Raw(ArrayToBytes):
 
     codec_id = 0x0001
     name = "raw"
+    #: lossless when the storage type is the array's own (always for integers); a float
+    #: cast (``dtype="float16"`` on float32) rounds
     lossless = True
     dtype: str = ""
 

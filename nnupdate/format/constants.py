@@ -60,15 +60,20 @@ class Role(enum.IntEnum):
 
 
 class Limits:
-    """Hard limits a reader checks before allocating. Instances may lower or raise them."""
+    """Hard limits a reader checks before allocating. Instances may lower or raise them.
+
+    The defaults bound what an untrusted file can make a decoder allocate to about 2 GiB
+    of declared output (models up to ~500M float32 parameters per update); applications
+    decoding bigger updates pass ``Limits(max_elements=..., max_total_bytes=...)``.
+    """
 
     def __init__(
         self,
         *,
         max_header_bytes: int = 1 << 20,
         max_tensors: int = 1 << 20,
-        max_elements: int = 1 << 32,
-        max_total_bytes: int = 1 << 35,
+        max_elements: int = 1 << 29,
+        max_total_bytes: int = 1 << 31,
         max_ndim: int = 32,
         max_name_bytes: int = 4096,
         max_stages: int = 16,

@@ -6,14 +6,16 @@ bytes) and never interprets a payload; codecs do that one layer up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import struct as pystruct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
 import crc32c
 import numpy as np
-from construct import ConstructError
+from construct import Construct, ConstructError
 
 from .. import dtypes
 from ..errors import (
@@ -105,7 +107,7 @@ class Container:
 def _chunk(chunk_type: bytes, data: bytes) -> bytes:
     crc = crc32c.crc32c(data, crc32c.crc32c(chunk_type))
     return b"".join(
-        (schema.ChunkFrame.build({"length": len(data), "type": chunk_type}), data, crc.to_bytes(4, "little"))
+        (_compiled(schema.ChunkFrame).build({"length": len(data), "type": chunk_type}), data, crc.to_bytes(4, "little"))
     )
 
 
@@ -127,7 +129,7 @@ def _param_entry(key: str, value: ParamValue) -> dict[str, object]:
 
 
 def _tensor_body(record: TensorRecord) -> bytes:
-    header = schema.TensorHeader.build(
+    header = _compiled(schema.TensorHeader).build(
         {
             "name": record.name,
             "dtype": dtypes.code_of(record.dtype),
@@ -151,10 +153,10 @@ def serialize(container: Container) -> bytes:
     """The container's bytes: preamble, HEAD, TNSR chunks, extra chunks, index, IEND."""
     h = container.header
     parts: list[bytes] = [
-        schema.Preamble.build({"major": VERSION_MAJOR, "minor": VERSION_MINOR}),
+        _compiled(schema.Preamble).build({"major": VERSION_MAJOR, "minor": VERSION_MINOR}),
         _chunk(
             HEAD,
-            schema.HeadBody.build(
+            _compiled(schema.HeadBody).build(
                 {
                     "kind": int(h.kind),
                     "flags": 1 if h.base_fingerprint is not None else 0,
@@ -179,11 +181,11 @@ def serialize(container: Container) -> bytes:
         parts.append(chunk)
         offset += len(chunk)
     index_offset = offset
-    parts.append(_chunk(INDX, schema.IndexBody.build({"entries": index})))
+    parts.append(_chunk(INDX, _compiled(schema.IndexBody).build({"entries": index})))
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part)
-    parts.append(_chunk(IEND, schema.EndBody.build({"index_offset": index_offset, "digest": digest.digest()})))
+    parts.append(_chunk(IEND, _compiled(schema.EndBody).build({"index_offset": index_offset, "digest": digest.digest()})))
     return b"".join(parts)
 
 
@@ -197,7 +199,7 @@ def _iter_chunks(data: memoryview, start: int) -> Iterator[tuple[int, bytes, mem
     while pos < end:
         if end - pos < schema.CHUNK_FRAME_SIZE + schema.CHUNK_CRC_SIZE:
             raise TruncatedError(f"chunk at offset {pos} is cut off")
-        frame = schema.ChunkFrame.parse(data[pos : pos + schema.CHUNK_FRAME_SIZE])
+        frame = _compiled(schema.ChunkFrame).parse(bytes(data[pos : pos + schema.CHUNK_FRAME_SIZE]))
         length = frame.length
         body_start = pos + schema.CHUNK_FRAME_SIZE
         if length > end - body_start - schema.CHUNK_CRC_SIZE:
@@ -226,13 +228,23 @@ def _check_preamble(data: memoryview) -> None:
         raise UnsupportedError(f"format version {major}.{minor} is not supported (this reader knows {VERSION_MAJOR}.x)")
 
 
-def _parse_struct(struct: object, body: memoryview, what: str) -> object:
+@functools.cache
+def _compiled(struct: Construct) -> Construct:
+    """``struct`` compiled by construct to plain Python (same bytes, 2-3x faster parsing).
+
+    Compiled on first use, not at import, so the CLI starts fast.
+    """
+    return struct.compile()
+
+
+def _parse_struct(struct: Construct, body: memoryview | bytes, what: str) -> object:
     try:
-        return struct.parse(bytes(body))  # type: ignore[attr-defined]
-    except ConstructError as exc:
-        raise FormatError(f"malformed {what}: {exc.__class__.__name__}") from None
+        return _compiled(struct).parse(bytes(body))
     except UnicodeDecodeError:
         raise FormatError(f"malformed {what}: invalid UTF-8") from None
+    except (ConstructError, pystruct.error, ValueError, IndexError, OverflowError) as exc:
+        # compiled parsers report short input as struct.error rather than StreamError
+        raise FormatError(f"malformed {what}: {exc.__class__.__name__}") from None
 
 
 def _header_from(body: memoryview, limits: Limits) -> tuple[Header, int]:

@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Core codecs on the ResNet-56 fine-tune diff: bits/param, error, encode/decode MB/s.
+
+    python tools/bench_core.py [--runs 5] [--json]
+
+The workload is ``resnet56-all`` from tools/workloads.py (../shared ResNet-56 fine-tuned
+on digits; generated and cached on first use). Sizes are the bytes of the whole
+container (headers included); speeds are MB/s of float32 input (4 bytes per coded
+parameter), median of ``--runs`` runs in this one process, after one warm-up run
+(numba kernels compiled). The default clock is this process's CPU time, because the
+machine is shared and wall time mostly measures the neighbours; ``--clock wall`` for
+wall time. The ``-trainable`` rows drop the BatchNorm running statistics and counters,
+whose deltas after a domain change dwarf the weight deltas and so set the global step. Encode = ``encode_with_report`` (what ``nnupdate encode``
+runs: step search, quantize, entropy-code every candidate tail, measure the error on
+the real decode); decode = ``nnupdate.decode`` (parse, CRCs, digest, all stages);
+apply = ``nnupdate.apply`` on top of a decoded update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import nnupdate  # noqa: E402
+from nnupdate.format import Combine  # noqa: E402
+
+CLOCK: Callable[[], float] = time.process_time
+
+
+def _median_seconds(fn: Callable[[], object], runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        started = CLOCK()
+        fn()
+        times.append(CLOCK() - started)
+    return statistics.median(times)
+
+
+def level_entropy_bytes(update: nnupdate.Update, step: float) -> float:
+    """Order-0 empirical entropy of the uniform levels, per tensor (what an ideal coder with a
+    per-tensor static model would reach, model cost excluded)."""
+    total = 0.0
+    for delta in update.float_deltas():
+        levels = np.rint(np.asarray(delta, dtype=np.float64) / step).astype(np.int64)
+        _, counts = np.unique(levels, return_counts=True)
+        p = counts / counts.sum()
+        total += float(-(counts * np.log2(p)).sum()) / 8
+    return total
+
+
+def measure(update: nnupdate.Update, base: dict, codec: str, runs: int) -> dict[str, object]:
+    report = nnupdate.encode_with_report(update, codec)
+    mb = 4 * report.coded_parameters / 1e6
+    enc = _median_seconds(lambda: nnupdate.encode_with_report(update, codec), runs)
+    dec = _median_seconds(lambda: nnupdate.decode(report.data), runs)
+    decoded = nnupdate.decode(report.data)
+    app = _median_seconds(lambda: nnupdate.apply(base, decoded), runs)
+    row: dict[str, object] = {
+        "codec": report.codec,
+        "bytes": len(report.data),
+        "bits_per_param": report.bits_per_parameter,
+        "rel_l2_error": report.relative_error,
+        "encode_MBps": mb / enc,
+        "decode_MBps": mb / dec,
+        "apply_MBps": mb / app,
+    }
+    steps = {t.pipeline.split("step=")[1].split(",")[0].split(")")[0] for t in report.tensors if "uniform(step=" in t.pipeline}
+    if len(steps) == 1:
+        step = float(steps.pop())
+        payload = sum(t.payload_bytes for t in report.tensors if t.combine == Combine.ADD and "uniform" in t.pipeline)
+        row["entropy_gap_pct"] = 100 * (payload / level_entropy_bytes(update, step) - 1)
+    return row
+
+
+CODECS = [
+    "raw",
+    "uniform",  # default: max_rel_error=0.05, coder=auto (rans vs zstd by measured bytes)
+    "uniform:coder=rans,max_rel_error=0.05",
+    "uniform:coder=rans,max_rel_error=0.01",
+    "uniform:coder=rans,max_rel_error=0.2",
+    "zstd",
+    "fp16",
+    "bf16",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--codec", action="append", help="codec spec (repeatable); default: the core set")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    args = parser.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    import workloads
+
+    (workload,) = workloads.load(["resnet56-all"], log=lambda s: print(s, file=sys.stderr))
+    base, new = workload.items[0]
+    trainable = [k for k in new if "running_" not in k and "num_batches" not in k]
+    sets = {
+        workload.name: (base, new),
+        "resnet56-trainable": ({k: base[k] for k in trainable}, {k: new[k] for k in trainable}),
+    }
+    results = {}
+    for name, (b, n) in sets.items():
+        update = nnupdate.diff(b, n)
+        results[name] = [measure(update, b, codec, args.runs) for codec in (args.codec or CODECS)]
+    if args.json:
+        print(json.dumps({"clock": args.clock, "runs": args.runs, "results": results}, indent=1))
+        return 0
+    for name, rows in results.items():
+        b, n = sets[name]
+        print(f"\n{name}: {sum(v.size for v in n.values())} parameters, {len(n)} tensors; median of {args.runs} runs, {args.clock} clock")
+        _table(rows)
+    return 0
+
+
+def _table(rows: list[dict[str, object]]) -> None:
+    print(f"{'codec':48s} {'bytes':>9s} {'bits/param':>10s} {'rel.err':>9s} {'enc MB/s':>9s} {'dec MB/s':>9s} {'apply MB/s':>10s} {'H gap %':>8s}")
+    for r in rows:
+        gap = f"{r['entropy_gap_pct']:8.2f}" if "entropy_gap_pct" in r else f"{'':8s}"
+        print(
+            f"{r['codec']!s:48.48s} {r['bytes']:9d} {r['bits_per_param']:10.3f} {r['rel_l2_error']:9.2e} "
+            f"{r['encode_MBps']:9.1f} {r['decode_MBps']:9.1f} {r['apply_MBps']:10.1f} {gap}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
