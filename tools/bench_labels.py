@@ -19,7 +19,11 @@ Student accuracy: a fresh MLP distilled on the public set from the final round's
 labels as a receiver would have them (clients' labels coded uplink, averaged by the
 server, the average coded downlink), mean over seeds, vs from the exact float labels.
 
-Usage: python tools/bench_labels.py [--run runs/fd] [--rounds 30] [--json]
+With ``--loop 1,2,4`` it also re-runs the FD loop with the labels really coded at
+those bit depths (``fd_run.py --bits B``, output next to the run as ``<run>_qB``) and
+prints the clients' accuracy and the bytes sent.
+
+Usage: python tools/bench_labels.py [--run runs/fd] [--rounds 30] [--loop 1,2,4] [--json]
 """
 
 from __future__ import annotations
@@ -219,19 +223,57 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"student distilled from the exact float labels: {result['student_exact']:.4f} test accuracy")
 
 
+def loop_table(run: Path, bits_list: list[int], rounds: int) -> list[dict[str, Any]]:
+    """Re-run the FD loop with labels coded at each bit depth (real frames both ways)."""
+    import fd_run
+
+    rows = []
+    for bits in [0, *bits_list]:
+        out = run if bits == 0 else run.with_name(f"{run.name}_q{bits}")
+        if not (out / "run.json").exists():
+            fd_run.run(fd_run.parser().parse_args(["--out", str(out), "--rounds", str(rounds), "--bits", str(bits), "--quiet"]))
+        history = json.loads((out / "run.json").read_text())["history"]
+        rows.append(
+            {
+                "labels": "exact float32" if bits == 0 else f"Q{bits} + delta coding",
+                "final_client_accuracy": history[-1]["mean_accuracy"],
+                "best_client_accuracy": max(h["mean_accuracy"] for h in history),
+                "uplink_bytes": sum(h["uplink_bytes"] for h in history),
+                "downlink_bytes": sum(h["downlink_bytes"] for h in history),
+            }
+        )
+    return rows
+
+
+def print_loop_table(rows: list[dict[str, Any]]) -> None:
+    print()
+    print("FD with the labels coded inside the loop (clients train on decoded labels):")
+    print()
+    print("| labels | final mean client acc | best | uplink bytes | downlink bytes |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        up = r["uplink_bytes"] or "(float32, not coded)"
+        print(f"| {r['labels']} | {r['final_client_accuracy']:.4f} | {r['best_client_accuracy']:.4f} | {up} | {r['downlink_bytes'] or ''} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="runs/fd", help="directory written by tools/fd_run.py (made if missing)")
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--seeds", type=int, default=3, help="student seeds to average")
     p.add_argument("--student-steps", type=int, default=400)
+    p.add_argument("--loop", default="", help="comma-separated bit depths: also re-run FD with labels coded in the loop")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     result = bench(args)
+    if args.loop:
+        result["loop"] = loop_table(Path(args.run), [int(b) for b in args.loop.split(",")], args.rounds)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print_table(result)
+        if args.loop:
+            print_loop_table(result["loop"])
 
 
 if __name__ == "__main__":
