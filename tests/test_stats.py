@@ -75,3 +75,28 @@ def test_refuses_empty_and_non_finite() -> None:
 def test_constant_input_does_not_crash() -> None:
     fit = fit_gennorm(np.full(100, 0.5))
     assert fit.alpha == 0.0 and fit.mu == 0.5
+
+
+def test_rate_distortion_bound_matches_closed_forms() -> None:
+    from nnupdate.stats import GenNorm, gennorm_rd_bound, shannon_lower_bound
+
+    gauss = GenNorm(0.0, float(np.sqrt(2.0)), 2.0)  # unit variance
+    d = np.array([0.5, 0.1, 0.01])
+    np.testing.assert_allclose(gennorm_rd_bound(gauss, d, points=151), 0.5 * np.log2(1 / d), atol=0.02)
+    laplace = GenNorm(0.0, 1.0, 1.0)
+    r = gennorm_rd_bound(laplace, [0.5, 0.05], points=151)
+    slb = [shannon_lower_bound(laplace, 0.5), shannon_lower_bound(laplace, 0.05)]
+    assert r[0] >= slb[0] and abs(r[1] - slb[1]) < 0.02  # SLB tight at small D
+    assert gennorm_rd_bound(laplace, [100.0])[0] == 0.0
+
+
+def test_measures() -> None:
+    from nnupdate.stats import entropy_bits, m_weighted, relative_l2
+
+    x = np.array([1.0, -2.0, 0.0, 4.0])
+    y = np.array([1.0, -1.0, 0.0, 4.5])
+    assert m_weighted(x, y, 0) == pytest.approx((1 + 0.25) / 4)
+    assert m_weighted(x, y, 2) == pytest.approx((4 * 1 + 16 * 0.25) / 4)
+    assert relative_l2(x, y) == pytest.approx(np.sqrt(1.25) / np.sqrt(21))
+    assert entropy_bits(np.array([0, 0, 1, 1])) == pytest.approx(1.0)
+    assert entropy_bits(np.zeros(0)) == 0.0

@@ -119,11 +119,9 @@ class M22(ArrayToArray):
 
 def symbol_entropy(symbols: np.ndarray) -> float:
     """Empirical order-0 entropy in bits per symbol (the ideal entropy coder's rate)."""
-    if symbols.size == 0:
-        return 0.0
-    _, counts = np.unique(symbols, return_counts=True)
-    p = counts / symbols.size
-    return float(-(p * np.log2(p)).sum())
+    from ..stats import entropy_bits
+
+    return entropy_bits(symbols)
 
 
 @register_codec

@@ -6,5 +6,19 @@ decoder computes depends on them (whatever it needs travels as stage parameters)
 
 from .fit import DoubleWeibull, GenNorm, best_fit, fit_double_weibull, fit_gennorm
 from .gof import ks_statistic, wasserstein2
+from .measures import entropy_bits, gennorm_rd_bound, m_weighted, relative_l2, shannon_lower_bound
 
-__all__ = ["DoubleWeibull", "GenNorm", "best_fit", "fit_double_weibull", "fit_gennorm", "ks_statistic", "wasserstein2"]
+__all__ = [
+    "DoubleWeibull",
+    "GenNorm",
+    "best_fit",
+    "entropy_bits",
+    "fit_double_weibull",
+    "fit_gennorm",
+    "gennorm_rd_bound",
+    "ks_statistic",
+    "m_weighted",
+    "relative_l2",
+    "shannon_lower_bound",
+    "wasserstein2",
+]
