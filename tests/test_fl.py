@@ -247,3 +247,16 @@ def test_cli_fl_compare_writes_table_plot_and_jsonl(tmp_path: Path, capsys: pyte
     lines = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
     assert {line["config"] for line in lines} == {"none", "rd:max_rel_error=0.5+ef"}
     assert (tmp_path / "accuracy_vs_bytes.png").exists()
+
+
+def test_distill_mode_sends_soft_label_containers() -> None:
+    pytest.importorskip("nnupdate.distill")
+    base = FLConfig(clients=3, per_round=3, rounds=2, local_epochs=1, mode="distill")
+    plain = run(base.replace(codec="none"))
+    coded = run(base.replace(codec="labels:bits=2"))
+    assert [r["round"] for r in coded.history] == [1, 2]
+    for a, b in zip(plain.history, coded.history):
+        assert 0 < b["bytes_up"] * 5 < a["bytes_up"]  # 2-bit labels vs float32
+        assert b["bytes_down"] > 0 and b["valid"] == 3
+    with pytest.raises(InputError):
+        run(base.replace(codec="rd:max_rel_error=0.5"))

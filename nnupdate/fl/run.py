@@ -129,13 +129,11 @@ def run(
     else:
         if config is None:
             raise InputError("run() needs a config or resume=DIR")
+        if config.mode == "distill":
+            return _run_distill(config, engine, out, on_round, write_outputs)
         check_codec(config.codec, engine)  # refuse a bad spec before any work
         if config.downstream != "full":
             resolve_codec(config.downstream)
-        if config.mode == "distill":
-            from .distill import check_available
-
-            check_available()
         server, clients = Server.initial(config), None
     out_path = Path(out) if out is not None else None
     if out_path is not None:
@@ -152,6 +150,21 @@ def run(
         report.write_rounds(out_path, result.history)
         report.write_summary(out_path, [result.summary])
         report.plot(out_path, {result.config.label: result.history})
+    return result
+
+
+def _run_distill(config: FLConfig, engine: str, out: Path | str | None, on_round: OnRound | None, write_outputs: bool) -> RunResult:
+    from .distill import run_distill
+
+    if engine != "inproc":
+        raise InputError("mode distill runs on the inproc engine only")
+    result = RunResult(config, run_distill(config, on_round))
+    if out is not None and write_outputs:
+        out_path = Path(out)
+        out_path.mkdir(parents=True, exist_ok=True)
+        report.write_rounds(out_path, result.history)
+        report.write_summary(out_path, [result.summary])
+        report.plot(out_path, {config.label: result.history})
     return result
 
 
@@ -179,6 +192,11 @@ def parse_compare_entry(entry: str, base: FLConfig) -> FLConfig:
     while text.endswith(("+ef", "+noef")):
         ef = text.endswith("+ef")
         text = text.rsplit("+", 1)[0]
+    if base.mode == "distill":
+        from .distill import parse as labels_parse
+
+        labels_parse(text)
+        return base.replace(codec=text, error_feedback=False, name=entry.strip())
     check_codec(text, "inproc")
     if down != "full":
         resolve_codec(down)

@@ -160,11 +160,23 @@ def client_datasets(
     alpha: float = 0.5,
     seed: int = 0,
     shards_per_client: int = 2,
+    public: int = 0,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The training set divided among ``num_clients`` clients (see :func:`split_indices`)."""
+    """The training set divided among ``num_clients`` clients (see :func:`split_indices`).
+
+    ``public > 0`` first sets aside that many training examples as the shared unlabelled
+    set of federated distillation (:func:`public_dataset`); the clients split the rest.
+    """
     x, y, _, _ = load_arrays(seed=0)
+    x, y = x[public:], y[public:]
     parts = split_indices(y, num_clients, split=split, alpha=alpha, shards_per_client=shards_per_client, seed=seed)
     return [(x[p], y[p]) for p in parts]
+
+
+def public_dataset(size: int, seed: int = 0) -> np.ndarray:
+    """The first ``size`` training images, unlabelled: the public set clients label in distillation."""
+    x, _, _, _ = load_arrays(seed=0)
+    return x[:size]
 
 
 def test_dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
