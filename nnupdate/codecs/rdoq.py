@@ -183,21 +183,28 @@ def _step_for_error(update: Update, codec: CtxCodec, deltas: list[np.ndarray], t
     """Largest step with RDOQ error <= target: bisection on the RDOQ kernel, then a measured check."""
     from ..rate import step_for_max_rel_error
 
-    hi = step_for_max_rel_error(deltas, target)  # nearest rounding: RDOQ's step is at most this
     peak = max(float(np.abs(d).max()) for d in deltas)
     if peak == 0.0:
         return 1.0
-    if codec.lam <= 0 and codec.quant == "rdoq":
+    lam = codec.lam if codec.quant == "rdoq" else codec.dq_lam
+
+    def error(step: float) -> float:
+        return rdoq_relative_error(deltas, step, lam, codec.ngt, codec.quant)
+
+    start = step_for_max_rel_error(deltas, target)  # nearest rounding on a subsample: a starting point
+    lo = hi = start
+    while error(lo) > target and lo > peak * 1e-9:
+        lo /= 2
+    while error(hi) <= target and hi < peak * 4:
+        hi *= 1.25
+    if error(hi) <= target:
         lo = hi
     else:
-        lo = hi / 4
-        while rdoq_relative_error(deltas, lo, codec.lam if codec.quant == "rdoq" else codec.dq_lam, codec.ngt, codec.quant) > target and lo > peak * 1e-9:
-            lo /= 4
         for _ in range(30):
             if hi / lo < 1.0 + 2e-3:
                 break
             mid = float(np.sqrt(lo * hi))
-            if rdoq_relative_error(deltas, mid, codec.lam if codec.quant == "rdoq" else codec.dq_lam, codec.ngt, codec.quant) <= target:
+            if error(mid) <= target:
                 lo = mid
             else:
                 hi = mid
