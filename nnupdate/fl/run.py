@@ -126,6 +126,8 @@ def run(
         server, clients = checkpoint.load(out)
         if rounds is not None:
             server.config = server.config.replace(rounds=rounds)
+        if engine != "inproc":  # Flower nodes start a new run without replicas: send everyone a FULL model
+            server.state.client_versions.clear()
     else:
         if config is None:
             raise InputError("run() needs a config or resume=DIR")
