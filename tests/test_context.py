@@ -50,7 +50,7 @@ def level_arrays(draw: st.DrawFn) -> np.ndarray:
     return q
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(level_arrays(), st.integers(1, 6), st.sampled_from([0, 8, 32]), st.sampled_from([0, 1]))
 def test_exact_roundtrip_on_arbitrary_levels_and_layouts(q: np.ndarray, ngt: int, check: int, dq: int) -> None:
     _roundtrip(q, Context(ngt, check, dq))

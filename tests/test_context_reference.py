@@ -126,7 +126,7 @@ def cases(draw: st.DrawFn) -> tuple[np.ndarray, int, int, int]:
     return q, draw(st.integers(1, 6)), draw(st.sampled_from([0, 5, 32])), draw(st.integers(0, 1))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(cases())
 def test_spec_decoder_agrees_with_kernel(case: tuple[np.ndarray, int, int, int]) -> None:
     q, ngt, check, dq = case
