@@ -94,6 +94,8 @@ def test_elias_bit_layout_by_hand() -> None:
 def test_elias_refuses_what_tfc_cannot_code() -> None:
     with pytest.raises(CodecError):
         elias.encode_symbols(np.array([-(2**31)], np.int64))
+    with pytest.raises(CodecError):  # abs(INT64_MIN) overflows; must still be refused
+        elias.encode_symbols(np.array([5, -(2**63)], np.int64))
     with pytest.raises(CodecError):
         EliasGammaRLE().encode(np.array([0.5]), ArraySpec((1,), "float64"))
 
@@ -168,3 +170,15 @@ def test_golomb_huge_values_do_not_overflow_the_size_count() -> None:
     roundtrip(GolombRice(), x)
     with pytest.raises(CodecError):
         GolombRice().encode(np.array([2**62], np.int64), ArraySpec((1,), "int64"))
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=64), n=st.integers(0, 300), dtype=st.sampled_from(["int8", "int32", "int64", "uint16"]))
+def test_random_payloads_decode_or_raise_codec_error(stage, data: bytes, n: int, dtype: str) -> None:  # type: ignore[no-untyped-def]
+    spec = ArraySpec((n,), dtype)
+    try:
+        out = stage.decode(data, spec)
+    except CodecError:
+        return
+    assert out.shape == (n,) and out.dtype == np.dtype(dtype)

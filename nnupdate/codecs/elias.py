@@ -36,7 +36,7 @@ def encode_symbols(symbols: np.ndarray) -> bytes:
     flat = check_integer_symbols(symbols, "elias")
     if flat.size > MAX_ELEMENTS:
         raise CodecError("elias: array too large for 32-bit run lengths")
-    if flat.size and int(np.abs(flat).max()) > MAX_MAGNITUDE:
+    if flat.size and (int(flat.max()) > MAX_MAGNITUDE or int(flat.min()) < -MAX_MAGNITUDE):  # not abs(): INT64_MIN
         raise CodecError("elias: magnitudes above 2**31 - 1 have no code")
     if flat.size == 0:
         return b""
