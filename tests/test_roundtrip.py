@@ -216,3 +216,16 @@ def test_save_load_atomic(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert [p.name for p in tmp_path.iterdir()] == ["u.nnu"]  # no temp file left behind
     info = nnupdate.inspect(path)
     assert info.kind == "full" and info.tensors[0].name == "a"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=300))
+def test_vectorized_varints_match_the_scalar_ones(values: list[int]) -> None:
+    from nnupdate.codecs.varint import Reader, uvarint_bytes, write_uvarint
+
+    scalar = bytearray()
+    for v in values:
+        write_uvarint(scalar, v)
+    assert uvarint_bytes(np.array(values, dtype=np.uint64)) == bytes(scalar)
+    reader = Reader(bytes(scalar) + b"\x01")
+    assert reader.uvarints(len(values)).tolist() == values and reader.remaining == 1

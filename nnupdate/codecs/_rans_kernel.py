@@ -38,20 +38,37 @@ def encode(symbols: np.ndarray, freq: np.ndarray, cum: np.ndarray, precision: in
 
 @njit(cache=True, nogil=True)
 def decode(
-    state: np.uint64, words: np.ndarray, n: int, freq: np.ndarray, cum: np.ndarray, lut: np.ndarray, precision: int
+    state: np.uint64,
+    words: np.ndarray,
+    n: int,
+    freq: np.ndarray,
+    cum: np.ndarray,
+    bucket: np.ndarray,
+    precision: int,
+    bucket_bits: int,
 ) -> tuple[np.ndarray, int, np.uint64]:  # pragma: no cover - compiled
     """Returns (symbols, words consumed, final state); a sound stream ends at state 2**31
-    with every word consumed. Reading past the end returns -1 as the word count."""
+    with every word consumed. Reading past the end returns -1 as the word count.
+
+    ``cum`` has alphabet + 1 entries (the last is 2**precision). The symbol of a slot is
+    found from ``bucket`` (the symbol holding the first slot of each of the
+    2**bucket_bits equal slot ranges) plus a short forward scan: a cache-resident
+    table instead of a 2**precision-entry one, which is what bounds the speed of this
+    state-serial loop.
+    """
     out = np.empty(n, dtype=np.int32)
     x = np.uint64(state)
     p = np.uint64(precision)
     mask = np.uint64((1 << precision) - 1)
+    shift = np.uint64(precision - bucket_bits)
     low = np.uint64(1 << 31)
     pos = 0
     nwords = words.shape[0]
     for i in range(n):
         slot = x & mask
-        s = lut[slot]
+        s = bucket[slot >> shift]
+        while np.uint64(cum[s + 1]) <= slot:
+            s += 1
         out[i] = s
         x = np.uint64(freq[s]) * (x >> p) + slot - np.uint64(cum[s])
         if x < low:

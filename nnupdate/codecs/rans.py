@@ -19,6 +19,8 @@ from .varint import Reader, uvarint_bytes, write_uvarint, zigzag, zigzag_array
 #: Largest model alphabet, escape symbol included; larger ranges use escapes.
 MAX_ALPHABET = 4096
 MIN_PRECISION = 10
+#: the decoder's slot->symbol table has 2**_BUCKET_BITS entries (fits in L1/L2)
+_BUCKET_BITS = 12
 MAX_PRECISION = 20
 
 
@@ -158,15 +160,23 @@ class Rans(ArrayToBytes):
             if not (1 << 31) <= state < (1 << 63):
                 raise CodecError("rans: initial state out of range")
             words = np.frombuffer(r.take(4 * nwords), dtype="<u4")
-            cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.uint32)
-            lut = np.repeat(np.arange(alphabet, dtype=np.int32), freq)
+            cum = np.concatenate(([0], np.cumsum(freq))).astype(np.uint32)  # alphabet + 1 entries
+            bucket_bits = min(precision, _BUCKET_BITS)
+            starts = np.arange(1 << bucket_bits, dtype=np.int64) << (precision - bucket_bits)
+            bucket = np.searchsorted(cum[1:], starts, side="right").astype(np.int32)
             from . import _rans_kernel
 
             decoded, used, final = _rans_kernel.decode(
-                np.uint64(state), words, n, freq.astype(np.uint32), cum, lut, precision
+                np.uint64(state), words, n, freq.astype(np.uint32), cum, bucket, precision, bucket_bits
             )
             if used != nwords or int(final) != 1 << 31:
                 raise CodecError("rans: corrupt stream")
+            if not has_escape:
+                if r.remaining:
+                    raise CodecError("rans: trailing bytes after the stream")
+                fast = _window_in_type(decoded, lo, alphabet, spec)
+                if fast is not None:
+                    return fast
             index = decoded.astype(np.int64)
         values = index + lo
         if has_escape:
@@ -178,6 +188,23 @@ class Rans(ArrayToBytes):
 
     def max_encoded_size(self, spec: ArraySpec) -> int:
         return 64 + 10 * MAX_ALPHABET + 12 * spec.size
+
+
+def _window_in_type(index: np.ndarray, lo: int, alphabet: int, spec: ArraySpec) -> np.ndarray | None:
+    """``index + lo`` computed directly in the output type when the whole symbol window
+    fits it (no int64 intermediate, no range scan); None when it does not."""
+    from .. import dtypes
+
+    dtype = dtypes.storage_dtype(spec.dtype)
+    if dtype.kind not in "iu" or dtype == np.dtype("<u8"):
+        return None
+    info = np.iinfo(dtype)  # type: ignore[type-var]
+    if not (int(info.min) <= lo and lo + alphabet - 1 <= int(info.max)):
+        return None
+    out = index.astype(dtype)
+    if lo:
+        out += dtype.type(lo)
+    return out.reshape(spec.shape)
 
 
 def _constant(value: int, spec: ArraySpec) -> np.ndarray:

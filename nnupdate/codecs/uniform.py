@@ -8,6 +8,7 @@ once to the tensor's type, which every platform does identically.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,7 @@ class Uniform(ArrayToArray):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.step) and self.step > 0):
+        if not (math.isfinite(self.step) and self.step > 0):
             raise ValueError("step must be a positive finite number")
         if self.rounding not in ("nearest", "stochastic"):
             raise ValueError(f"rounding must be nearest or stochastic, not {self.rounding!r}")

@@ -33,15 +33,19 @@ def write_uvarint(out: bytearray, value: int) -> None:
 def uvarint_bytes(values: np.ndarray) -> bytes:
     """LEB128 of every value of a non-negative integer array (< 2**64), concatenated."""
     v = np.asarray(values).astype(np.uint64).reshape(-1)
-    if v.size == 0:
-        return b""
-    groups = np.empty((v.size, _MAX_VARINT_BYTES), dtype=np.uint8)
-    for k in range(_MAX_VARINT_BYTES):
+    if v.size <= 64:  # short tables: the plain loop is faster than the array passes below
+        out = bytearray()
+        for value in v.tolist():
+            write_uvarint(out, value)
+        return bytes(out)
+    width = max(1, -(-int(v.max()).bit_length() // 7))  # bytes of the longest varint
+    groups = np.empty((v.size, width), dtype=np.uint8)
+    for k in range(width):
         groups[:, k] = ((v >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
     nbytes = np.ones(v.size, dtype=np.int64)
-    for k in range(1, _MAX_VARINT_BYTES):
+    for k in range(1, width):
         nbytes += v >= np.uint64(1 << (7 * k))
-    cols = np.arange(_MAX_VARINT_BYTES)
+    cols = np.arange(width)
     groups[cols < (nbytes - 1)[:, None]] |= 0x80
     return groups[cols < nbytes[:, None]].tobytes()
 
@@ -79,6 +83,8 @@ class Reader:
         """``count`` consecutive uvarints as uint64, vectorized (same rules as :meth:`uvarint`)."""
         if count <= 0:
             return np.zeros(0, dtype=np.uint64)
+        if count <= 64:  # a Python loop beats ~20 numpy calls on short tables
+            return np.array([self.uvarint() for _ in range(count)], dtype=np.uint64)
         window = np.frombuffer(self.data[self.pos : self.pos + _MAX_VARINT_BYTES * count], dtype=np.uint8)
         ends = np.flatnonzero(window < 0x80)[:count]
         if len(ends) < count:

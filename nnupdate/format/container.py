@@ -205,7 +205,7 @@ def _iter_chunks(data: memoryview, start: int) -> Iterator[tuple[int, bytes, mem
         if length > end - body_start - schema.CHUNK_CRC_SIZE:
             raise TruncatedError(f"chunk {frame.type!r} at offset {pos} declares {length} bytes, file has fewer")
         chunk_type = bytes(frame.type)
-        if not all(65 <= c <= 90 or 97 <= c <= 122 for c in chunk_type):
+        if not chunk_type.isalpha():  # bytes.isalpha: ASCII letters only
             raise FormatError(f"invalid chunk type {chunk_type!r} at offset {pos}")
         body = data[body_start : body_start + length]
         stored = int.from_bytes(data[body_start + length : body_start + length + 4], "little")
