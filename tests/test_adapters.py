@@ -311,9 +311,9 @@ def renamed_models(draw):  # type: ignore[no-untyped-def]
     for i in range(count):
         shape = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3)))
         base[f"layer{i}.w"] = rng.standard_normal(shape).astype(np.float32)
-        transpose = len(shape) == 2 and shape[0] != shape[1] and draw(st.booleans())
+        small = int(np.prod(shape)) < 4  # matched by name only, so kept under its name and layout
+        transpose = not small and len(shape) == 2 and shape[0] != shape[1] and draw(st.booleans())
         stored = base[f"layer{i}.w"].T.copy() if transpose else base[f"layer{i}.w"]
-        small = int(np.prod(shape)) < 4  # matched by name only, so kept under its name
         renamed[f"layer{i}.w" if small else f"t{draw(st.integers(0, 10**6))}_{i}"] = stored
         layout[f"layer{i}.w"] = transpose
     return base, renamed, layout, seed
