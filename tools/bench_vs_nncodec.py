@@ -185,9 +185,9 @@ def run(names: list[str], with_nncodec: bool) -> dict[str, Any]:
         for e in TARGETS:
             row: dict[str, Any] = {"workload": w.name, "target": e, "params": params}
             for label, codec in (
-                ("ctx", f"ctx:max_rel_error={e}"),
+                ("ctx", f"ctx:max_rel_error={e},quant=rdoq"),
                 ("ctx-dq", f"ctx:max_rel_error={e},quant=dq"),
-                ("ctx-nearest", f"ctx:max_rel_error={e},lam=0"),
+                ("ctx-nearest", f"ctx:max_rel_error={e},lam=0,quant=rdoq"),
                 ("uniform-rans", f"uniform:max_rel_error={e},coder=rans"),
             ):
                 res = [ours(it, codec) for it in w.items]

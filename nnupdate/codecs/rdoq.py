@@ -137,15 +137,17 @@ class CtxCodec(Codec):
     lam: float = 0.1
     ngt: int = 4
     check: int = 0
-    #: ``rdoq`` (scalar levels, RDOQ under the live context model) or ``dq`` (dependent
-    #: trellis-coded quantization, 4 states, with dq-aware significance contexts)
-    quant: str = "rdoq"
+    #: ``rdoq`` (scalar levels, RDOQ under the live context model), ``dq`` (dependent
+    #: trellis-coded quantization, 4 states, with dq-aware significance contexts) or
+    #: ``auto``: with a rate or error target, both are tuned to it and the smaller
+    #: container wins (measured); with a fixed step, ``rdoq``
+    quant: str = "auto"
     #: the trellis's lambda (``quant=dq``), in the same units as ``lam``
     dq_lam: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.quant not in ("rdoq", "dq"):
-            raise ValueError("quant must be rdoq or dq")
+        if self.quant not in ("rdoq", "dq", "auto"):
+            raise ValueError("quant must be rdoq, dq or auto")
         if self.step < 0 or self.target_bits < 0 or self.lam < 0 or not 0 < self.max_rel_error < 1:
             raise ValueError("step, target_bits, lam must be >= 0 and max_rel_error in (0, 1)")
         Context(self.ngt, self.check)  # validates ngt and check
@@ -154,6 +156,13 @@ class CtxCodec(Codec):
         return dataclasses.replace(self, step=step)
 
     def prepare(self, update: Update) -> CtxCodec:
+        if self.quant == "auto":
+            if self.step > 0:
+                return dataclasses.replace(self, quant="rdoq")
+            tuned = [dataclasses.replace(self, quant=q).prepare(update) for q in ("rdoq", "dq")]
+            if self.target_bits > 0:  # equal rate: the smaller error wins
+                return min(tuned, key=lambda c: _measure(update, c).relative_error)
+            return min(tuned, key=lambda c: len(_measure(update, c).data))
         if self.step > 0:
             return self
         deltas = [d for d in update.float_deltas() if d.size]
@@ -166,11 +175,17 @@ class CtxCodec(Codec):
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
             raise InputError("ctx: no step chosen (call prepare() or pass step=...)")
+        if self.quant == "auto":
+            raise InputError("ctx: quant=auto is resolved by prepare()")
         if self.quant == "dq":
             from .dq import DependentQuantizer
 
             return Plan(Combine.ADD, (DependentQuantizer(self.step, self.dq_lam),), ((Context(self.ngt, self.check, 1),),))
         return Plan(Combine.ADD, (RdoqQuantizer(self.step, self.lam, self.ngt),), ((Context(self.ngt, self.check),),))
+
+
+# The error search above evaluates RDOQ/dq directly (no container); ``auto`` tunes both
+# quantizers to the target and keeps the better one, so it costs about twice the encode.
 
 
 def _measure(update: Update, codec: CtxCodec) -> EncodeReport:
