@@ -36,7 +36,7 @@ TYPES = {
 BY_NAME = {v[0]: (code, v[1], v[2]) for code, v in TYPES.items()}
 FLOATS = ("float32", "float16", "bfloat16", "float64")
 COMBINES = ("ADD", "REPLACE", "XOR", "KEEP", "REMOVE")
-MAX_ELEMENTS = 1 << 32
+MAX_ELEMENTS = 1 << 29
 
 
 class RefError(Exception):
@@ -111,6 +111,8 @@ class Reader:
             byte = self.uint(1)
             value |= (byte & 0x7F) << (7 * i)
             if not byte & 0x80:
+                if value >> 64:
+                    raise RefError("varint exceeds 64 bits")
                 return value
         raise RefError("varint longer than 10 bytes")
 
