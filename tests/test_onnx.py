@@ -445,3 +445,23 @@ def test_resnet56_checkpoint_update_applied_in_onnxruntime(tmp_path: Path) -> No
         expected = model(x).numpy()
     got = _ort(tmp_path / "tuned.onnx", x.numpy())
     assert np.abs(got - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max())) * 10
+
+
+def test_export_metadata_of_folded_model_never_drops_changes(cnn: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = SmallCNN().eval()
+    model.load_state_dict(cnn["base_state"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stored = onnx_adapter.export(model, (torch.from_numpy(cnn["x"]),), tmp_path / "folded.onnx")  # BN fused
+    assert "conv1.weight" not in stored["tensors"] and None not in stored["tensors"].values()
+    d = cnn["dir"]
+    assert _run("encode", d / "base.pt", d / "tuned.pt", "-o", tmp_path / "u.nnu", "--codec", "raw") == 0
+    capsys.readouterr()
+    assert _run("apply", tmp_path / "folded.onnx", tmp_path / "u.nnu", "-o", tmp_path / "o.onnx", "--name-map", "auto") == 1
+    assert "folded into Conv" in capsys.readouterr().err
+    # A hand-written map may not drop a change either.
+    unused = {"bn1.num_batches_tracked": None, "bn2.num_batches_tracked": None}  # explicit in a FILE
+    (tmp_path / "m.json").write_text(json.dumps({"format": "nnupdate-name-map/1", "tensors": {**unused, "fc.bias": None}}))
+    assert _run("apply", d / "base.onnx", tmp_path / "u.nnu", "-o", tmp_path / "o.onnx", "--name-map", tmp_path / "m.json") == 1
+    assert "may not silently drop a change" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()

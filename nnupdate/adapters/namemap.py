@@ -5,17 +5,17 @@
 drops what the graph does not use (``num_batches_tracked``), re-creates de-duplicated
 initializers as ``Identity`` aliases, and fuses BatchNorm into Conv in eval exports.
 
-Resolution, per update tensor, first hit wins (spec/ADAPTERS.md):
+Resolution, per update tensor, first hit wins (spec/ADAPTERS.md §3):
 
 1. an explicit map: ``--name-map FILE`` or the map :func:`nnupdate.adapters.onnx.export`
    recorded in the model's metadata;
-2. the exact name (dtype and shape must agree, else :class:`ShapeMismatchError`);
-3. an ``Identity`` alias of an initializer;
-4. an unclaimed base tensor of the same dtype whose shape is the tensor's shape or, for a
-   matrix, its transpose, *and whose values are the update's base values*: checked with
-   the per-tensor digests the encoder stores in the ancillary ``tdig`` chunk. Without
-   digests a unique shape match is taken, equal-shape groups are matched in file order,
-   and the whole guess must then pass the update's base fingerprint.
+2. an ``Identity`` alias of an initializer;
+3. the exact name (dtype and shape must agree, else :class:`ShapeMismatchError`);
+4. for float tensors of 4+ elements only: an unclaimed base tensor of the same dtype
+   whose shape is the tensor's shape or, for a matrix, its transpose, *and whose values
+   are the update's base values*, checked with the per-tensor digests the encoder stores
+   in the ancillary ``tdig`` chunk. Without digests the first same-shape candidate in
+   file order is taken and the whole guess must then pass the update's base fingerprint.
 
 Tensors of the base that match by shape but not by value are reported as transformed by
 export (folded), never applied; ambiguity lists the candidates. The resolved map is plain
@@ -220,7 +220,10 @@ class _Resolver:
         explicit_via: str,
         strict_explicit: bool,
         digests: Mapping[str, bytes] | None,
+        strict: bool = True,
     ) -> None:
+        #: False: leave unplaceable tensors out of the map instead of raising (export time)
+        self.strict = strict
         self.base = base
         self.order = order or list(base)
         self.aliases = aliases
@@ -300,6 +303,8 @@ class _Resolver:
                 )
             else:
                 problems.append(f"{w.name} {w.dtype}{list(w.shape)} is not in the base (folded or pruned by export?)")
+        if not self.strict:
+            return self._without_duplicates(result)
         if transformed:
             problems.insert(
                 0,
@@ -313,9 +318,16 @@ class _Resolver:
             more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
             raise InputError("cannot match update tensors to the base:\n  " + "\n  ".join(shown) + more)
         result.verified = self.digests is not None and not result.guesses
+        return self._without_duplicates(result)
+
+    def _without_duplicates(self, result: NameMap) -> NameMap:
+        """Refuse (strict) or drop (lenient) two update tensors placed on one base tensor."""
         seen: dict[str, str] = {}
-        for name, t in result.entries.items():
+        for name, t in list(result.entries.items()):
             if t.dest in seen:
+                if not self.strict:
+                    del result.entries[name]
+                    continue
                 raise InputError(f"name map is ambiguous: {seen[t.dest]!r} and {name!r} both map to base tensor {t.dest!r}")
             seen[t.dest] = name
         return result
@@ -326,6 +338,11 @@ class _Resolver:
             if perm is not None and len(perm) != len(w.shape):
                 raise ShapeMismatchError(f"{self.explicit_via}: transpose {list(perm)} of {w.name!r} does not fit its rank {len(w.shape)}")
             if source is None:
+                if not w.droppable:
+                    raise InputError(
+                        f"{self.explicit_via} maps {w.name!r} to nothing, but the update changes it; "
+                        "a map may not silently drop a change"
+                    )
                 result.skipped[w.name] = f"mapped to nothing by the {self.explicit_via}"
                 return None
             if source in self.aliases and perm is None:
@@ -402,7 +419,7 @@ def resolve_for_export(
     state: Mapping[str, np.ndarray], initializers: Mapping[str, np.ndarray], info: Any
 ) -> dict[str, Any]:
     """The torch -> ONNX map of a fresh export, matched by value while the torch tensors exist."""
-    wanted = [Wanted(n, tensor_dtype_name(a), tuple(a.shape), True, True) for n, a in state.items()]
+    wanted = [Wanted(n, tensor_dtype_name(a), tuple(a.shape), True, False) for n, a in state.items()]
     resolver = _Resolver(
         initializers,
         order=info.order,
@@ -411,18 +428,11 @@ def resolve_for_export(
         explicit_via="export",
         strict_explicit=False,
         digests={n: tensor_digest(np.asarray(a)) for n, a in state.items()},
+        strict=False,
     )
-    try:
-        return resolver.resolve(wanted).to_json()["tensors"]  # type: ignore[no-any-return]
-    except InputError:
-        # A folded tensor has no counterpart: record what matched, leave the rest to apply.
-        partial = NameMap()
-        for w in wanted:
-            try:
-                partial.entries.update(resolver.resolve([w]).entries)
-            except InputError:
-                continue
-        return partial.to_json()["tensors"]  # type: ignore[no-any-return]
+    # Tensors export folded or dropped are left out (not mapped to null), so that applying
+    # an update that changes them still meets rule 4 and is refused, never dropped.
+    return resolver.resolve(wanted).to_json()["tensors"]  # type: ignore[no-any-return]
 
 
 # ----------------------------------------------------------------------------- applying
