@@ -143,6 +143,7 @@ def run_command(
     server_lr: ServerLr = 0.0,
     min_updates: MinUpdates = 1,
     seed: Seed = 0,
+    timeout: Annotated[float, typer.Option(help="Flower engine: seconds to wait for replies (0: wait for all).")] = 0.0,
     json_: Json = False,
 ) -> None:
     """Run one federated configuration (or resume one) and print its summary."""
@@ -156,7 +157,7 @@ def run_command(
         config = _config(
             task=task, clients=clients, per_round=per_round, rounds=rounds, split=split, alpha=alpha, codec=codec,
             downstream=downstream, error_feedback=error_feedback, dropout=dropout, mode=mode, local_epochs=local_epochs,
-            lr=lr, batch_size=batch_size, server_lr=server_lr, min_updates=min_updates, seed=seed,
+            lr=lr, batch_size=batch_size, server_lr=server_lr, min_updates=min_updates, seed=seed, timeout_s=timeout,
         )  # fmt: skip
     with _Progress(not json_) as bar:
         if config is not None:
