@@ -212,17 +212,25 @@ def _step_for_error(update: Update, codec: CtxCodec, deltas: list[np.ndarray], t
         lo /= 2
     while error(hi) <= target and hi < peak * 4:
         hi *= 1.25
-    if error(hi) <= target:
+    e_lo, e_hi = error(lo), error(hi)
+    if e_hi <= target:
         lo = hi
     else:
         for _ in range(30):
-            if hi / lo < 1.0 + 2e-3:
+            if hi / lo < 1.0 + 2e-3 or target - e_lo < 1e-3 * target:
                 break
-            mid = float(np.sqrt(lo * hi))
-            if error(mid) <= target:
-                lo = mid
+            # error grows about like a power of the step: interpolate in log-log, kept
+            # inside the middle 80% of the bracket so it always shrinks
+            t = 0.5
+            if 0 < e_lo < e_hi:
+                t = (np.log(target) - np.log(e_lo)) / (np.log(e_hi) - np.log(e_lo))
+            t = min(max(float(t), 0.1), 0.9)
+            mid = float(np.exp(np.log(lo) + t * (np.log(hi) - np.log(lo))))
+            e_mid = error(mid)
+            if e_mid <= target:
+                lo, e_lo = mid, e_mid
             else:
-                hi = mid
+                hi, e_hi = mid, e_mid
     step = lo
     for _ in range(100):  # the decoder rounds to the tensor's type: check the real thing
         if _measure(update, codec.with_step(step)).relative_error <= target:
