@@ -51,7 +51,7 @@ def decode(
     with every word consumed. Reading past the end returns -1 as the word count.
 
     ``cum`` has alphabet + 1 entries (the last is 2**precision). The symbol of a slot is
-    found from ``bucket`` (the symbol holding the first slot of each of the
+    found from ``bucket`` (built here when given empty) (the symbol holding the first slot of each of the
     2**bucket_bits equal slot ranges) plus a short forward scan: a cache-resident
     table instead of a 2**precision-entry one, which is what bounds the speed of this
     state-serial loop.
@@ -61,6 +61,14 @@ def decode(
     p = np.uint64(precision)
     mask = np.uint64((1 << precision) - 1)
     shift = np.uint64(precision - bucket_bits)
+    if bucket.shape[0] == 0:  # build it here: cheaper than numpy calls for small tensors
+        bucket = np.empty(1 << bucket_bits, dtype=np.int32)
+        s = 0
+        for b in range(1 << bucket_bits):
+            start = np.uint64(b) << shift
+            while np.uint64(cum[s + 1]) <= start:
+                s += 1
+            bucket[b] = s
     low = np.uint64(1 << 31)
     pos = 0
     nwords = words.shape[0]
@@ -77,3 +85,29 @@ def decode(
             x = (x << np.uint64(32)) | np.uint64(words[pos])
             pos += 1
     return out, pos, x
+
+
+@njit(cache=True, nogil=True)
+def read_uvarints(data: np.ndarray, pos: int, count: int) -> tuple[np.ndarray, int, int]:  # pragma: no cover - compiled
+    """``count`` LEB128 values from ``data[pos:]``: (values, new position, status) with
+    status 0 ok, 1 data ends inside a varint, 2 longer than 10 bytes or >= 2**64."""
+    out = np.empty(count, dtype=np.uint64)
+    n = data.shape[0]
+    for i in range(count):
+        value = np.uint64(0)
+        k = 0
+        while True:
+            if pos >= n:
+                return out, pos, 1
+            byte = np.uint64(data[pos])
+            pos += 1
+            if k == 9 and byte > 1:
+                return out, pos, 2
+            value |= (byte & np.uint64(0x7F)) << np.uint64(7 * k)
+            k += 1
+            if byte < 0x80:
+                break
+            if k == 10:
+                return out, pos, 2
+        out[i] = value
+    return out, pos, 0

@@ -21,6 +21,7 @@ MAX_ALPHABET = 4096
 MIN_PRECISION = 10
 #: the decoder's slot->symbol table has 2**_BUCKET_BITS entries (fits in L1/L2)
 _BUCKET_BITS = 12
+_NO_BUCKET = np.zeros(0, dtype=np.int32)
 MAX_PRECISION = 20
 
 
@@ -139,7 +140,11 @@ class Rans(ArrayToBytes):
             raise CodecError("rans: invalid model header")
         if lo < _INT64_MIN or lo + alphabet - 1 - has_escape > _INT64_MAX:
             raise CodecError("rans: symbol window outside the int64 range")
-        freq64 = r.uvarints(alphabet)
+        from . import _rans_kernel  # numba compiles on first use; keep CLI start-up fast
+
+        freq64, r.pos, status = _rans_kernel.read_uvarints(np.frombuffer(data, dtype=np.uint8), r.pos, alphabet)
+        if status:
+            raise CodecError("rans: malformed frequency table")
         if int(freq64.max()) > 1 << precision or int(freq64.sum()) != 1 << precision:
             raise CodecError("rans: frequencies do not sum to 2**precision")
         freq = freq64.astype(np.int64)
@@ -161,13 +166,10 @@ class Rans(ArrayToBytes):
                 raise CodecError("rans: initial state out of range")
             words = np.frombuffer(r.take(4 * nwords), dtype="<u4")
             cum = np.concatenate(([0], np.cumsum(freq))).astype(np.uint32)  # alphabet + 1 entries
-            bucket_bits = min(precision, _BUCKET_BITS)
-            starts = np.arange(1 << bucket_bits, dtype=np.int64) << (precision - bucket_bits)
-            bucket = np.searchsorted(cum[1:], starts, side="right").astype(np.int32)
-            from . import _rans_kernel
-
+            # bucket table size: ~4 slots ranges per symbol, at most 2**_BUCKET_BITS
+            bucket_bits = min(precision, _BUCKET_BITS, max(6, alphabet.bit_length() + 2))
             decoded, used, final = _rans_kernel.decode(
-                np.uint64(state), words, n, freq.astype(np.uint32), cum, bucket, precision, bucket_bits
+                np.uint64(state), words, n, freq.astype(np.uint32), cum, _NO_BUCKET, precision, bucket_bits
             )
             if used != nwords or int(final) != 1 << 31:
                 raise CodecError("rans: corrupt stream")
