@@ -111,3 +111,19 @@ def read_uvarints(data: np.ndarray, pos: int, count: int) -> tuple[np.ndarray, i
                 return out, pos, 2
         out[i] = value
     return out, pos, 0
+
+
+@njit(cache=True, nogil=True)
+def write_uvarints(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """LEB128 of every (non-negative, < 2**63) value, concatenated, as uint8."""
+    out = np.empty(values.shape[0] * 10, dtype=np.uint8)
+    pos = 0
+    for i in range(values.shape[0]):
+        v = np.uint64(values[i])
+        while v >= 0x80:
+            out[pos] = np.uint8((v & np.uint64(0x7F)) | np.uint64(0x80))
+            pos += 1
+            v >>= np.uint64(7)
+        out[pos] = np.uint8(v)
+        pos += 1
+    return out[:pos]

@@ -112,10 +112,11 @@ class Rans(ArrayToBytes):
         write_uvarint(out, alphabet)
         out.append(int(has_escape))
         out.append(precision)
-        out += uvarint_bytes(freq)
+        from . import _rans_kernel  # numba compiles on first use; keep CLI start-up fast
+
+        out += _rans_kernel.write_uvarints(freq.astype(np.int64)).tobytes()
         if np.count_nonzero(freq) > 1:
             cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.uint32)
-            from . import _rans_kernel  # numba compiles on first use; keep CLI start-up fast
 
             state, words = _rans_kernel.encode(index.astype(np.int32), freq.astype(np.uint32), cum, precision)
             write_uvarint(out, len(words))

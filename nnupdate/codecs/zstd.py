@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import zstandard
 
 from ..errors import CodecError
 from .base import BytesToBytes, register
+
+
+_LOCAL = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    """A per-thread compressor per level: creating one costs ~100 us, more than
+    compressing a small tensor (compressor objects are not thread-safe, hence per thread)."""
+    cache = _LOCAL.__dict__.setdefault("compressors", {})
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return cache[level]  # type: ignore[no-any-return]
 
 
 @register
@@ -21,7 +34,7 @@ class Zstd(BytesToBytes):
     level: int = 3
 
     def encode(self, data: bytes) -> tuple[bytes, Zstd]:
-        return zstandard.ZstdCompressor(level=self.level, write_content_size=True).compress(data), self
+        return _compressor(self.level).compress(data), self
 
     def decode(self, data: bytes, max_size: int) -> bytes:
         try:
