@@ -10,7 +10,6 @@ import zstandard
 from ..errors import CodecError
 from .base import BytesToBytes, register
 
-
 _LOCAL = threading.local()
 
 
