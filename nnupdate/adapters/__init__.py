@@ -2,6 +2,11 @@
 
 ``read_tensors(path)`` and ``write_tensors(path, tensors, like=...)`` dispatch on the file
 suffix. Heavy frameworks (torch, onnx) are imported only when their format is used.
+
+Modules: ``npz``, ``safetensors`` (metadata kept), ``torch`` (state dicts, live modules,
+``weights_only`` loading), ``onnx`` (initializers, external data, Identity aliases, an
+``export`` that records a name map) and ``namemap`` (placing an update's tensors in a base
+that renames or transposes them; spec/ADAPTERS.md).
 """
 
 from __future__ import annotations

@@ -83,10 +83,11 @@ def encode(
 
         new_tensors = align_names(base, base_tensors, new, new_tensors, name_map)
     update = diff(base_tensors, new_tensors, round=round_, metadata=_parse_meta(meta or []))
+    digest_bytes = 0
     if tensor_digests:
         from ..adapters.namemap import attach_tensor_digests
 
-        attach_tensor_digests(update, base_tensors)
+        digest_bytes = attach_tensor_digests(update, base_tensors) + 16  # + chunk framing
     report = encode_with_report(update, chosen)
     atomic_write(output, report.data)
     seconds = report.seconds
@@ -102,6 +103,7 @@ def encode(
         "mse": report.mse,
         "encode_seconds": seconds,
         "tensors": len(report.tensors),
+        "tensor_digest_bytes": digest_bytes,
     }
     if json_:
         emit_json(summary)
