@@ -56,6 +56,8 @@ from tools import nncodec_runner, workloads  # noqa: E402
 M_WEIGHT = 2.0
 TARGETS = (0.05, 0.1, 0.3)
 LARGE_TENSOR = 1 << 16
+#: points below this relative error (lossless, fp16/bf16 casts) are drawn as level lines
+LOSSLESS_ERR = 3e-3
 DEFAULT_CODEC = "uniform"
 
 #: the rate knob of a codec family and the values swept (full, quick)
@@ -406,33 +408,38 @@ def rd_summary(points: Sequence[Point], names: Sequence[str]) -> list[dict[str, 
     return rows
 
 
-def speed_summary(points: Sequence[Point], timing: dict[str, Point], names: Sequence[str]) -> list[dict[str, Any]]:
+def speed_summary(
+    points: Sequence[Point], timing: dict[str, Point], names: Sequence[str], codecs: Sequence[str] = (DEFAULT_CODEC,)
+) -> list[dict[str, Any]]:
+    """Speed and entropy-stage figures of ``codecs`` (default codec first) against NNCodec's timing point."""
     rows = []
     for w in names:
-        mine = [p for p in points if p.workload == w and p.codec == DEFAULT_CODEC and not p.error]
-        if not mine:
-            continue
-        # the default codec at its default operating point (max_rel_error=0.05) if measured
-        ref = next((p for p in mine if p.spec.endswith("max_rel_error=0.05")), mine[len(mine) // 2])
-        peer = timing.get(w)
-        rows.append(
-            {
-                "workload": w,
-                "codec": ref.spec,
-                "encode_mbs": ref.encode_mbs,
-                "decode_mbs": ref.decode_mbs,
-                "nncodec": peer.spec if peer else "",
-                "nncodec_encode_mbs": peer.encode_mbs if peer else float("nan"),
-                "nncodec_decode_mbs": peer.decode_mbs if peer else float("nan"),
-                "encode_speedup": ref.encode_mbs / peer.encode_mbs if peer else float("nan"),
-                "decode_speedup": ref.decode_mbs / peer.decode_mbs if peer else float("nan"),
-                "h0_bpp": ref.h0_bpp,
-                "bpp": ref.bpp,
-                "stage_overhead": ref.stage_overhead,
-                "large_overhead_max": ref.large_overhead_max,
-                "header_overhead": ref.header_overhead,
-            }
-        )
+        for codec in dict.fromkeys(codecs):
+            mine = [p for p in points if p.workload == w and p.codec == codec and not p.error]
+            if not mine:
+                continue
+            # the codec at max_rel_error=0.05 (the default operating point) if measured, else its middle rate
+            ref = next((p for p in mine if p.spec.endswith("max_rel_error=0.05")), mine[len(mine) // 2])
+            peer = timing.get(w)
+            rows.append(
+                {
+                    "workload": w,
+                    "codec": ref.spec,
+                    "encode_mbs": ref.encode_mbs,
+                    "decode_mbs": ref.decode_mbs,
+                    "nncodec": peer.spec if peer else "",
+                    "nncodec_encode_mbs": peer.encode_mbs if peer else float("nan"),
+                    "nncodec_decode_mbs": peer.decode_mbs if peer else float("nan"),
+                    "encode_speedup": ref.encode_mbs / peer.encode_mbs if peer else float("nan"),
+                    "decode_speedup": ref.decode_mbs / peer.decode_mbs if peer else float("nan"),
+                    "h0_bpp": ref.h0_bpp,
+                    "bpp": ref.bpp,
+                    "rel_err": ref.rel_err,
+                    "stage_overhead": ref.stage_overhead,
+                    "large_overhead_max": ref.large_overhead_max,
+                    "header_overhead": ref.header_overhead,
+                }
+            )
     return rows
 
 
@@ -463,14 +470,15 @@ def markdown(rd_rows: Sequence[dict[str, Any]], speed_rows: Sequence[dict[str, A
         )
     lines += [
         "",
-        "Speed of the default codec (MB/s of float32 input, median of runs in one process) vs NNCodec in the same run, and its entropy stage vs the order-0 entropy of its symbols:",
+        f"Speed (MB/s of float32 input, one process; the default codec `{DEFAULT_CODEC}` median of several runs, others one run) vs NNCodec's timing point in the same run, "
+        "and each codec's entropy stage vs the order-0 entropy of its quantizer's symbols:",
         "",
-        "| workload | codec | encode MB/s | decode MB/s | NNCodec enc / dec MB/s | speed-up enc / dec | payload vs H0 (all / worst >=64K tensor) | header / payload |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | codec | rel. L2 err | encode MB/s | decode MB/s | NNCodec enc / dec MB/s | speed-up enc / dec | payload vs H0 (all / worst >=64K tensor) | header / payload |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in speed_rows:
         lines.append(
-            f"| {r['workload']} | `{r['codec']}` | {_f(r['encode_mbs'], '.1f')} | {_f(r['decode_mbs'], '.1f')} | "
+            f"| {r['workload']} | `{r['codec']}` | {_f(r['rel_err'], '.3f')} | {_f(r['encode_mbs'], '.1f')} | {_f(r['decode_mbs'], '.1f')} | "
             f"{_f(r['nncodec_encode_mbs'], '.2f')} / {_f(r['nncodec_decode_mbs'], '.2f')} | "
             f"{_f(r['encode_speedup'], '.1f')}x / {_f(r['decode_speedup'], '.1f')}x | "
             f"{_pct(r['stage_overhead'])} / {_pct(r['large_overhead_max'])} | {_pct(r['header_overhead'])} |"
@@ -488,13 +496,17 @@ def plot(points: Sequence[Point], names: Sequence[str], path: Path) -> None:
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.5 * rows), squeeze=False)
     by_curve = curves(points)
-    labels = sorted({c for (_, c) in by_curve})
-    colors = {c: plt.cm.tab20(i % 20) for i, c in enumerate(labels)}
+    labels = sorted({c for (_, c) in by_curve if c != "nncodec"})
+    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(labels)}
+    styles = {c: ("-", "--", ":")[i // 10 % 3] for i, c in enumerate(labels)}
     for ax, w in zip(axes.flat, names):
         for (wn, codec), pts in sorted(by_curve.items()):
             if wn != w:
                 continue
-            xy = sorted((p.rel_err, p.bpp) for p in pts if p.rel_err > 0 and p.bpp > 0)
+            near_lossless = [p.bpp for p in pts if p.rel_err < LOSSLESS_ERR]
+            xy = sorted((p.rel_err, p.bpp) for p in pts if p.rel_err >= LOSSLESS_ERR and p.bpp > 0)
+            if near_lossless and codec != "nncodec":  # lossless / cast baselines: a level line
+                ax.axhline(min(near_lossless), color=colors[codec], ls=":", lw=1, label=f"{codec} (err<{LOSSLESS_ERR:g})")
             if not xy:
                 continue
             if codec == "nncodec":
@@ -504,9 +516,10 @@ def plot(points: Sequence[Point], names: Sequence[str], path: Path) -> None:
             elif len(xy) == 1:
                 ax.scatter(*zip(*xy), marker="x", color=colors[codec], label=codec)
             else:
-                ax.plot(*zip(*xy), marker="o", ms=3, color=colors[codec], label=codec)
+                ax.plot(*zip(*xy), marker="o", ms=3, color=colors[codec], ls=styles[codec], label=codec)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xlim(LOSSLESS_ERR, 5.0)
         ax.set_title(w)
         ax.set_xlabel("relative L2 error")
         ax.set_ylabel("bits / parameter")
@@ -607,7 +620,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     order = {w.name: i for i, w in enumerate(selected)}
     points.sort(key=lambda p: (order[p.workload], p.codec == "nncodec", p.spec))
     rd_rows = rd_summary(points, [w.name for w in selected])
-    speed_rows = speed_summary(points, timing, [w.name for w in selected])
+    best = [r["best_codec"] for r in rd_rows if r["best_codec"]]
+    speed_rows = speed_summary(points, timing, [w.name for w in selected], [DEFAULT_CODEC, *best])
     command = "python tools/bench_codecs.py" + (" --quick" if args.quick else "") + (f" --workloads {args.workloads}" if args.workloads else "")
     result = {
         "command": command,
