@@ -91,7 +91,7 @@ finite = st.floats(-1e3, 1e3, allow_nan=False, width=64)
 @given(x=hnp.arrays(np.float64, st.integers(1, 300), elements=finite), levels=st.integers(2, 64), m=st.sampled_from([0.0, 1.0, 2.0]))
 def test_m22_decodes_to_its_centers_and_nearest_cell(x: np.ndarray, levels: int, m: float) -> None:
     y, resolved = _stage_roundtrip(M22(levels, m).design(x), x)
-    centers, thresholds = resolved.centers, resolved.thresholds
+    centers, thresholds = resolved.center_values, resolved.threshold_values
     assert np.all(np.isin(y, centers))
     # each value lands in the cell its thresholds define
     cell = np.searchsorted(thresholds, x, side="left")
@@ -189,13 +189,13 @@ def test_qsgd_levels_bounded_and_zero_tensor() -> None:
     q, resolved = QSGD(3, 0).encode(np.zeros(10), spec)
     assert not q.any() and resolved.decode(q, spec).tolist() == [0.0] * 10
     with pytest.raises(CodecError):
-        QSGD(2, 0, np.array([1.0])).decode(np.array([3] * 10, np.int32), spec)
+        QSGD(2, 0, np.array([1.0], '<f4').tobytes()).decode(np.array([3] * 10, np.int32), spec)
 
 
 def test_decoders_refuse_inconsistent_parameters() -> None:
     spec = ArraySpec((4,), "float32")
     with pytest.raises(CodecError):
-        M22(4, 0.0, centers=np.arange(4.0), thresholds=np.arange(3.0) + 0.5).decode(np.array([0, 1, 2, 9], np.int16), spec)
+        M22.with_table(4, 0.0, 0.0, 1.0, 1.0, np.arange(4.0), np.arange(3.0) + 0.5).decode(np.array([0, 1, 2, 9], np.int16), spec)
     with pytest.raises(CodecError):
         TopK(1, 0.5).decode(np.array([1, 1, 0, 0], np.int32), spec)
     with pytest.raises(CodecError):

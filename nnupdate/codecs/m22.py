@@ -9,15 +9,16 @@ range (``nnupdate.stats.lloyd``), and emits signed level indices
 entropy stage after it codes. Decoding is a table lookup ``x̂ = centers[s + floor(L/2)]``,
 no arithmetic at all, so it is bit-exact everywhere.
 
-Stage parameters: mu, alpha, beta (the fit, informative), m, centers (L float64,
-sorted, absolute values), thresholds (L-1 float64, the encoder's cell edges,
-informative: a decoder needs only the centers).
+Stage parameters: mu, alpha, beta (the fit, informative), m, centers (L little-endian
+float32 as bytes, sorted, absolute values), thresholds (L-1 float32 as bytes, the
+encoder's cell edges, informative: a decoder needs only the centers). float32 halves
+the header (a quantizer's levels need no more precision) and is what the
+reconstruction of a float32 tensor is rounded to anyway.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,8 +38,8 @@ MIN_LEVELS = 2
 MAX_LEVELS = 256
 
 
-def _empty() -> np.ndarray:
-    return np.zeros(0, dtype=np.float64)
+def _f32(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, dtype="<f4").tobytes()
 
 
 @register
@@ -53,27 +54,33 @@ class M22(ArrayToArray):
     mu: float = 0.0
     alpha: float = 0.0
     beta: float = 0.0
-    centers: np.ndarray = field(default_factory=_empty)
-    thresholds: np.ndarray = field(default_factory=_empty)
+    centers: bytes = b""
+    thresholds: bytes = b""
 
     def __post_init__(self) -> None:
         if not MIN_LEVELS <= self.levels <= MAX_LEVELS:
             raise ValueError(f"levels must lie in [{MIN_LEVELS}, {MAX_LEVELS}]")
         if not (np.isfinite(self.m) and 0 <= self.m <= 8):
             raise ValueError("m must lie in [0, 8]")
-        c, t = np.asarray(self.centers), np.asarray(self.thresholds)
-        if c.size:
-            if c.size != self.levels or t.size != self.levels - 1:
-                raise ValueError("need `levels` centers and `levels - 1` thresholds")
+        if self.centers or self.thresholds:
+            if len(self.centers) != 4 * self.levels or len(self.thresholds) != 4 * (self.levels - 1):
+                raise ValueError("need `levels` float32 centers and `levels - 1` float32 thresholds")
+            c, t = self.center_values, self.threshold_values
             if not (np.isfinite(c).all() and np.isfinite(t).all()) or np.any(np.diff(c) < 0):
                 raise ValueError("centers must be finite and sorted")
 
-    def __eq__(self, other: object) -> bool:  # ndarray fields: compare by value
-        return isinstance(other, M22) and all(
-            np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)
-        )
+    @classmethod
+    def with_table(cls, levels: int, m: float, mu: float, alpha: float, beta: float, centers: np.ndarray, thresholds: np.ndarray) -> M22:
+        """A resolved stage from float arrays (stored rounded to float32, which keeps them sorted)."""
+        return cls(levels, m, mu, alpha, beta, _f32(centers), _f32(thresholds))
 
-    __hash__ = None  # type: ignore[assignment]
+    @property
+    def center_values(self) -> np.ndarray:
+        return np.frombuffer(self.centers, dtype="<f4").astype(np.float64)
+
+    @property
+    def threshold_values(self) -> np.ndarray:
+        return np.frombuffer(self.thresholds, dtype="<f4").astype(np.float64)
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
         return ArraySpec(spec.shape, "int16")
@@ -85,30 +92,30 @@ class M22(ArrayToArray):
 
         x = np.asarray(values, dtype=np.float64).reshape(-1)
         if x.size == 0:
-            return dataclasses.replace(self, centers=np.zeros(self.levels), thresholds=np.zeros(self.levels - 1))
+            return M22.with_table(self.levels, self.m, 0.0, 0.0, 0.0, np.zeros(self.levels), np.zeros(self.levels - 1))
         fit = fit_gennorm(x)
         span = float(np.max(np.abs(x - fit.mu)))
         if fit.alpha <= 0 or span <= 0:
             zeros = np.full(self.levels, fit.mu)
-            return dataclasses.replace(self, mu=fit.mu, alpha=0.0, beta=fit.beta, centers=zeros, thresholds=zeros[1:])
+            return M22.with_table(self.levels, self.m, fit.mu, 0.0, fit.beta, zeros, zeros[1:])
         cn, tn = symmetric_quantizer(self.levels, fit.beta, self.m, span / fit.alpha)
         centers = fit.mu + fit.alpha * cn
         thresholds = fit.mu + fit.alpha * tn
-        return dataclasses.replace(self, mu=fit.mu, alpha=fit.alpha, beta=fit.beta, centers=centers, thresholds=thresholds)
+        return M22.with_table(self.levels, self.m, fit.mu, fit.alpha, fit.beta, centers, thresholds)
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, M22]:
         x = np.asarray(values, dtype=np.float64)
         if not np.isfinite(x).all():
             raise CodecError("m22: input holds NaN or infinity")
-        resolved = self if np.asarray(self.centers).size else self.design(x)
-        index = np.searchsorted(resolved.thresholds, x, side="left")
+        resolved = self if self.centers else self.design(x)
+        index = np.searchsorted(resolved.threshold_values, x, side="left")
         # searchsorted keeps ties on the lower cell; either is a valid nearest-threshold choice
         return (index - self.levels // 2).astype(np.int16), resolved
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
         if not dtypes.is_float(spec.dtype):
             raise CodecError(f"m22: cannot reconstruct {spec.dtype}")
-        centers = np.asarray(self.centers, dtype=np.float64)
+        centers = self.center_values
         if centers.size != self.levels:
             raise CodecError("m22: stage has no centers")
         index = encoded.astype(np.int64) + self.levels // 2

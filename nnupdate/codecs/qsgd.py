@@ -10,13 +10,14 @@ As in the paper, the tensor is split into buckets of ``bucket`` consecutive valu
 (0 = one bucket), each with its own norm: variance grows with the bucket size, so the
 default 512 keeps the error bounded at the cost of one float64 per bucket in the header.
 
-Stage parameters: s (levels, >= 1), bucket, norms (one per bucket, float64), seed.
+Stage parameters: s (levels, >= 1), bucket, norms (one float32 per bucket, little-endian
+bytes: the paper's 32-bit norm; rounded up so no level exceeds s), seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,22 +44,21 @@ class QSGD(ArrayToArray):
     name = "qsgd"
     s: int = 4
     bucket: int = 512
-    norms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    norms: bytes = b""
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.s <= MAX_S or self.bucket < 0:
             raise ValueError(f"s must lie in [1, {MAX_S}] and bucket be >= 0")
-        norms = np.asarray(self.norms)
+        if len(self.norms) % 4:
+            raise ValueError("norms must be whole float32 values")
+        norms = self.norm_values
         if not (np.isfinite(norms).all() and (norms >= 0).all()):
             raise ValueError("norms must be finite and >= 0")
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, QSGD) and all(
-            np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
+    @property
+    def norm_values(self) -> np.ndarray:
+        return np.frombuffer(self.norms, dtype="<f4").astype(np.float64)
 
     def _buckets(self, n: int) -> int:
         if n == 0:
@@ -78,13 +78,17 @@ class QSGD(ArrayToArray):
             raise CodecError("qsgd: input holds NaN or infinity")
         flat = x.reshape(-1)
         if flat.size == 0:
-            return np.zeros(x.shape, dtype=np.int32), dataclasses.replace(self, norms=np.zeros(0))
+            return np.zeros(x.shape, dtype=np.int32), dataclasses.replace(self, norms=b"")
         nb = self._buckets(flat.size)
         padded = np.zeros(nb * (flat.size if self.bucket == 0 else self.bucket))
         padded[: flat.size] = flat
-        norms = np.sqrt(np.sum(padded.reshape(nb, -1) ** 2, axis=1))
-        if not np.isfinite(norms).all():
-            raise CodecError("qsgd: norm overflows")
+        exact = np.sqrt(np.sum(padded.reshape(nb, -1) ** 2, axis=1))
+        norms32 = exact.astype(np.float32)
+        if not np.isfinite(norms32).all():
+            raise CodecError("qsgd: norm overflows float32")
+        low = norms32.astype(np.float64) < exact  # round up: |x| <= norm keeps every level <= s
+        norms32[low] = np.nextafter(norms32[low], np.float32(np.inf))
+        norms = norms32.astype(np.float64)
         scale = self._per_element(norms, flat.size)
         safe = np.where(scale > 0, scale, 1.0)
         r = np.abs(flat) / safe * self.s
@@ -92,7 +96,7 @@ class QSGD(ArrayToArray):
         rng = np.random.Generator(np.random.PCG64(self.seed))
         level = low + (rng.random(r.shape) < (r - low))
         q = (np.sign(flat) * level).astype(np.int32).reshape(x.shape)
-        return q, dataclasses.replace(self, norms=norms.astype(np.float64))
+        return q, dataclasses.replace(self, norms=norms32.astype("<f4").tobytes())
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
         if not dtypes.is_float(spec.dtype):
@@ -100,7 +104,7 @@ class QSGD(ArrayToArray):
         q = encoded.astype(np.int64).reshape(-1)
         if q.size and int(np.abs(q).max()) > self.s:
             raise CodecError("qsgd: level beyond s")
-        norms = np.asarray(self.norms, dtype=np.float64)
+        norms = self.norm_values
         if norms.size != self._buckets(q.size):
             raise CodecError(f"qsgd: {norms.size} norms for {self._buckets(q.size)} buckets")
         values = (q.astype(np.float64) * self._per_element(norms, q.size)) / float(self.s)

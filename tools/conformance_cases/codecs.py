@@ -109,7 +109,7 @@ _M22_16_M2 = [-10.8347, -8.9627, -7.3847, -6.006, -4.7634, -3.6072, -2.4846, -1.
 
 def _m22(centers: list[float], m: float, scale: float, mu: float = 0.0) -> M22:
     c = mu + scale * np.array(centers)
-    return M22(len(centers), m, mu, scale, 0.8, c, 0.5 * (c[1:] + c[:-1]))
+    return M22.with_table(len(centers), m, mu, scale, 0.8, c, 0.5 * (c[1:] + c[:-1]))
 
 
 def _pinned_quantizers() -> bytes:
@@ -141,19 +141,19 @@ def _payload(stage: Stage, symbols: np.ndarray) -> bytes:
 
 
 def _neg_m22_index() -> bytes:
-    stage = M22(2, 0.0, centers=np.array([-1.0, 1.0]), thresholds=np.array([0.0]))
+    stage = M22.with_table(2, 0.0, 0.0, 1.0, 1.0, np.array([-1.0, 1.0]), np.array([0.0]))
     return _record("w", "float32", (3,), [stage, BitPack()], _payload(BitPack(), np.array([0, -1, 5], np.int16)))
 
 
 def _neg_m22_unsorted() -> bytes:
-    good = _record("w", "float32", (2,), [M22(2, 0.0, centers=np.array([-1.0, 1.0]), thresholds=np.array([0.0])), BitPack()],
+    good = _record("w", "float32", (2,), [M22.with_table(2, 0.0, 0.0, 1.0, 1.0, np.array([-1.0, 1.0]), np.array([0.0])), BitPack()],
                    _payload(BitPack(), np.array([0, -1], np.int16)))
-    swap = (np.array([-1.0, 1.0]).tobytes(), np.array([1.0, -1.0]).tobytes())
+    swap = (np.array([-1.0, 1.0], "<f4").tobytes(), np.array([1.0, -1.0], "<f4").tobytes())
     return reframe(good, edit=lambda chunks: [(t, b.replace(*swap) if t == b"TNSR" else b) for t, b in chunks])
 
 
 def _neg_qsgd_norms() -> bytes:
-    stage = QSGD(4, 2, norms=np.array([1.0]))  # 5 values in buckets of 2 need 3 norms
+    stage = QSGD(4, 2, norms=np.array([1.0], "<f4").tobytes())  # 5 values in buckets of 2 need 3 norms
     return _record("w", "float32", (5,), [stage, BitPack()], _payload(BitPack(), np.array([1, 0, -4, 2, 0], np.int32)))
 
 
