@@ -360,3 +360,17 @@ def test_integer_and_tiny_tensors_never_matched_under_other_names(tmp_path: Path
     assert "count" in result.name_map.skipped
     np.testing.assert_array_equal(result.tensors["onnx::Reshape_7"], graph["onnx::Reshape_7"])
     np.testing.assert_array_equal(result.tensors["scale"], new["scale"])
+
+
+def test_training_checkpoint_wrappers(tmp_path: Path) -> None:
+    sd = {"w": torch.ones(3), "n": torch.tensor(2)}
+    torch.save({"model": sd, "epoch": 3, "optimizer": {"state": {}, "param_groups": []}}, tmp_path / "wrapped.pt")
+    assert set(read_tensors(tmp_path / "wrapped.pt")) == {"w", "n"}
+    torch.save({"state_dict": sd, "meta": "x"}, tmp_path / "sd.pt")
+    assert set(read_tensors(tmp_path / "sd.pt")) == {"w", "n"}
+    torch.save({"model": sd, "ema": sd}, tmp_path / "two.pt")
+    with pytest.raises(InputError, match="several state dicts"):
+        read_tensors(tmp_path / "two.pt")
+    torch.save({"epoch": 3}, tmp_path / "none.pt")
+    with pytest.raises(InputError, match="no tensors"):
+        read_tensors(tmp_path / "none.pt")

@@ -99,11 +99,31 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
         raise InputError(f"{path}: not a weights-only PyTorch checkpoint ({str(exc).splitlines()[0][:200]})") from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise InputError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    return from_state_dict(obj)
+    return from_state_dict(_state_dict_of(obj, path))
+
+
+def _state_dict_of(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The state dict inside a checkpoint: the mapping itself, or its one nested state dict.
+
+    Training checkpoints wrap weights as ``{"model": sd, "optimizer": ..., "epoch": 3}``;
+    reading only top-level tensors there would silently yield nothing, so a file with
+    several candidate state dicts (``model`` and ``ema``) is refused, naming them.
+    """
+    torch = _torch()
+    if any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if isinstance(obj.get("state_dict"), Mapping):
+        return obj["state_dict"]  # type: ignore[no-any-return]
+    nested = {
+        k: v for k, v in obj.items() if isinstance(v, Mapping) and v and all(isinstance(t, torch.Tensor) for t in v.values())
+    }
+    if len(nested) == 1:
+        return next(iter(nested.values()))  # type: ignore[no-any-return]
+    if nested:
+        raise InputError(f"{path}: holds several state dicts ({', '.join(map(str, nested))}); extract the one to use")
+    raise InputError(f"{path}: holds no tensors")
 
 
 def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: object = None) -> None:
