@@ -374,3 +374,29 @@ def test_training_checkpoint_wrappers(tmp_path: Path) -> None:
     torch.save({"epoch": 3}, tmp_path / "none.pt")
     with pytest.raises(InputError, match="no tensors"):
         read_tensors(tmp_path / "none.pt")
+
+
+def test_bfloat16_safetensors_from_pytorch(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(7)
+    base = {"w": torch.randn(6, 5, dtype=torch.bfloat16), "bits": torch.arange(4, dtype=torch.int32).to(torch.uint16)}
+    new = {"w": base["w"] * 1.5, "bits": (base["bits"].to(torch.int32) + 1).to(torch.uint16)}  # U16 stays U16
+    save_file(base, str(tmp_path / "b.safetensors"), metadata={"dtype": "bf16"})
+    save_file(new, str(tmp_path / "n.safetensors"))
+    assert read_tensors(tmp_path / "b.safetensors")["w"].dtype.name == "bfloat16"
+    assert _run("encode", tmp_path / "b.safetensors", tmp_path / "n.safetensors", "-o", tmp_path / "u.nnu", "--codec", "raw") == 0
+    assert _run("apply", tmp_path / "b.safetensors", tmp_path / "u.nnu", "-o", tmp_path / "o.safetensors") == 0
+    out = load_file(str(tmp_path / "o.safetensors"))  # PyTorch reads what we wrote, types intact
+    assert out["w"].dtype == torch.bfloat16 and torch.equal(out["w"], new["w"])
+    assert out["bits"].dtype == new["bits"].dtype and torch.equal(out["bits"], new["bits"])
+    assert read_metadata(tmp_path / "o.safetensors") == {"dtype": "bf16"}
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_arbitrary_bytes_as_safetensors_give_input_error(tmp_path: Path, payload: bytes) -> None:
+    path = tmp_path / "fuzz.safetensors"
+    path.write_bytes(payload)
+    with pytest.raises(InputError):
+        read_tensors(path)

@@ -1,13 +1,48 @@
-"""``.safetensors`` files (no pickle by design); metadata is kept on write when ``like`` is given."""
+"""``.safetensors`` files (no pickle by design); metadata is kept on write when ``like`` is given.
+
+``safetensors.numpy`` has no bfloat16 (numpy lacks the type), yet bf16 checkpoints are
+the common case for large models. BF16 tensors are therefore passed through the library
+as U16 bit patterns: the header's ``dtype`` tag is rewritten before loading and after
+saving, and the arrays are viewed as ``ml_dtypes.bfloat16``. Everything else (offsets,
+bounds, overlap checks) stays the library's job.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_write
+
+#: the library's own header cap; checked before parsing the JSON ourselves
+MAX_HEADER_BYTES = 100_000_000
+
+
+def _retag(data: bytes, source: str, target: str, path: str | os.PathLike[str]) -> tuple[bytes, list[str]]:
+    """``data`` with every ``source`` dtype tag replaced by ``target``; the names retagged."""
+    if len(data) < 8:
+        raise InputError(f"{path}: not a readable .safetensors file (shorter than its header length)")
+    size = int.from_bytes(data[:8], "little")
+    if size > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise InputError(f"{path}: not a readable .safetensors file (header length {size} out of bounds)")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable .safetensors file (header is not JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: not a readable .safetensors file (header is not an object)")
+    names = [k for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") == source]
+    if not names:
+        return data, []
+    for name in names:
+        header[name]["dtype"] = target
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data section stays 8-byte aligned
+    return len(encoded).to_bytes(8, "little") + encoded + data[8 + size :], names
 
 
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -16,21 +51,56 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     try:
         with open(path, "rb") as handle:
-            return dict(load(handle.read()))
+            data = handle.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    data, bf16 = _retag(data, "BF16", "U16", path)
+    try:
+        tensors = dict(load(data))
+    except (SafetensorError, ValueError, KeyError, OSError) as exc:
+        raise InputError(f"{path}: not a readable .safetensors file ({exc})") from None
+    if bf16:
+        import ml_dtypes
+
+        for name in bf16:
+            tensors[name] = tensors[name].view(ml_dtypes.bfloat16)
+    return tensors
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return dict(handle.metadata() or {})
     except (SafetensorError, ValueError, OSError) as exc:
         raise InputError(f"{path}: not a readable .safetensors file ({exc})") from None
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        return dict(handle.metadata() or {})
-
-
-def write(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], *, like: str | os.PathLike[str] | None = None) -> None:
+def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: str | os.PathLike[str] | None = None) -> None:
     from safetensors.numpy import save
 
     metadata = read_metadata(like) if like is not None and str(like).endswith(".safetensors") else None
-    arrays = {name: np.array(value, order="C", copy=True) for name, value in tensors.items()}
-    atomic_write(path, save(arrays, metadata=metadata))
+    arrays = {}
+    bf16 = []
+    for name, value in tensors.items():
+        array = np.array(value, order="C", copy=True)
+        if array.dtype.name == "bfloat16":
+            array = array.view(np.uint16)
+            bf16.append(name)
+        arrays[name] = array
+    data = save(arrays, metadata=metadata)
+    if bf16:
+        data = _retag_names(data, bf16)
+    atomic_write(path, data)
+
+
+def _retag_names(data: bytes, names: list[str]) -> bytes:
+    """Tag exactly ``names`` (saved as U16) as BF16; other U16 tensors stay U16."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    for name in names:
+        header[name]["dtype"] = "BF16"
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return len(encoded).to_bytes(8, "little") + encoded + data[8 + size :]
