@@ -413,6 +413,23 @@ def rd_summary(points: Sequence[Point], names: Sequence[str]) -> list[dict[str, 
     return rows
 
 
+def rate_control_summary(points: Sequence[Point]) -> list[dict[str, Any]]:
+    """For codecs swept by ``max_rel_error``: the landed error as a fraction of the target (goal: 0.9..1)."""
+    import re
+
+    groups: dict[tuple[str, str], list[float]] = {}
+    for p in points:
+        m = re.search(r"max_rel_error=([0-9.eE+-]+)", p.spec)
+        if p.error or not m or p.codec == "nncodec":
+            continue
+        groups.setdefault((p.codec, p.workload), []).append(p.rel_err / float(m.group(1)))
+    rows = []
+    for (codec, w), ratios in sorted(groups.items()):
+        inside = sum(0.9 <= r <= 1.0 + 1e-9 for r in ratios)
+        rows.append({"codec": codec, "workload": w, "min": min(ratios), "max": max(ratios), "inside": inside, "points": len(ratios)})
+    return rows
+
+
 def speed_summary(
     points: Sequence[Point], timing: dict[str, Point], names: Sequence[str], codecs: Sequence[str] = (DEFAULT_CODEC,)
 ) -> list[dict[str, Any]]:
@@ -459,7 +476,9 @@ def _pct(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{100 * x:+.2f}%"
 
 
-def markdown(rd_rows: Sequence[dict[str, Any]], speed_rows: Sequence[dict[str, Any]], command: str) -> str:
+def markdown(
+    rd_rows: Sequence[dict[str, Any]], speed_rows: Sequence[dict[str, Any]], command: str, rc_rows: Sequence[dict[str, Any]] = ()
+) -> str:
     lines = [
         f"Regenerate: `{command}`",
         "",
@@ -495,6 +514,17 @@ def markdown(rd_rows: Sequence[dict[str, Any]], speed_rows: Sequence[dict[str, A
             f"{_f(r['encode_speedup'], '.1f')}x / {_f(r['decode_speedup'], '.1f')}x | "
             f"{_pct(r['stage_overhead'])} / {_pct(r['large_overhead_max'])} | {_pct(r['header_overhead'])} |"
         )
+    if rc_rows:
+        lines += [
+            "",
+            "Rate control (`max_rel_error=e`): landed relative error / e over the swept targets (goal 0.9 to 1):",
+            "",
+            "| codec | workload | min | max | inside [0.9, 1] |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['codec']} | {r['workload']} | {r['min']:.3f} | {r['max']:.3f} | {r['inside']}/{r['points']} |" for r in rc_rows
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -645,6 +675,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "nncodec_timing": {k: v.row() for k, v in timing.items()},
         "rd_summary": rd_rows,
         "speed_summary": speed_rows,
+        "rate_control": rate_control_summary(points),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -655,7 +686,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "summary.md").write_text(markdown(rd_rows, speed_rows, command))
+    (out / "summary.md").write_text(markdown(rd_rows, speed_rows, command, result["rate_control"]))
     plot(points, [w.name for w in selected], out / "rd.png")
     if args.json:
         print(json.dumps(result, indent=1, default=float))
