@@ -139,6 +139,7 @@ def test_lossless_update_applied_to_base_onnx_matches_pytorch(name: str, request
     case = request.getfixturevalue(name)
     out = _encode_apply(case, "raw")
     np.testing.assert_allclose(_ort(out, case["x"]), case["tuned_out"], rtol=1e-5, atol=1e-5)
+    onnx.checker.check_model(str(out), full_check=True)
     # The graph is untouched apart from un-shared Identity aliases.
     before, after = onnx.load(str(case["dir"] / "base.onnx")), onnx.load(str(out))
     assert [n.op_type for n in after.graph.node if n.op_type != "Identity"] == [
