@@ -380,8 +380,8 @@ def parse_tensor(body: bytes) -> Record:
     if code not in TYPES or combine > 4 or ndim > 32:
         raise RefError("bad tensor header")
     shape = tuple(r.uint(8) for _ in range(ndim))
-    if math.prod(shape) > MAX_ELEMENTS:
-        raise RefError("too many elements")
+    if math.prod(shape) > MAX_ELEMENTS or math.prod(d or 1 for d in shape) > 1 << 53:
+        raise RefError("too many elements or dimensions too large")
     stages = []
     for _ in range(r.uint(1)):
         cid = r.uint(2)

@@ -13,6 +13,9 @@ from typing import Final
 SIGNATURE: Final = b"\x89NNU\r\n\x1a\n"
 VERSION_MAJOR: Final = 1
 VERSION_MINOR: Final = 0
+#: the product of a shape's non-zero dimensions may not exceed this (so a 2**40 x 0 tensor
+#: is fine but dimensions no array library can address are refused)
+MAX_DIM_PRODUCT: Final = 1 << 53
 MEDIA_TYPE: Final = "application/vnd.nnupdate"
 FILE_EXTENSION: Final = ".nnu"
 

@@ -30,6 +30,7 @@ from . import schema
 from .constants import (
     DEFAULT_LIMITS,
     HEAD,
+    MAX_DIM_PRODUCT,
     IEND,
     INDX,
     SIGNATURE,
@@ -307,6 +308,11 @@ def _tensor_from(body: memoryview, limits: Limits) -> TensorRecord:
     )
     if record.size > limits.max_elements:
         raise LimitError(f"tensor {record.name!r} declares {record.size} elements, over the limit of {limits.max_elements}")
+    extent = 1
+    for d in shape:
+        extent *= d or 1
+    if extent > MAX_DIM_PRODUCT:  # an empty tensor's other dims must still be addressable
+        raise LimitError(f"tensor {record.name!r} has dimensions whose product exceeds 2**53")
     for stage in h.stages:
         if len(stage.params) > limits.max_params:
             raise LimitError(f"stage with {len(stage.params)} parameters exceeds the limit")

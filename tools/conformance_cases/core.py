@@ -248,6 +248,8 @@ NEGATIVE = [
          lambda: reframe(_small(), edit=_edit_first_tnsr(lambda b: _set_codec_id(b, 0x0FFF))), error="UnsupportedError"),
     Case("core-neg-elements-limit", "a tensor declaring 2**40 elements (refused before allocating)",
          lambda: reframe(_small(), edit=_edit_first_tnsr(lambda b: _set_shape(b, [2**20, 2**20]))), error="LimitError"),
+    Case("core-neg-dim-product", "an empty tensor whose non-zero dimensions multiply past 2**53",
+         lambda: reframe(_full_raw(), edit=_edit_first_tnsr(lambda b: _set_shape(b, [2**40, 0, 2**20]))), error="LimitError"),
     Case("core-neg-after-iend", "bytes after the IEND chunk",
          lambda: _small() + _small()[10:], error="FormatError"),
     Case("core-neg-head-not-first", "a TNSR chunk before HEAD",
