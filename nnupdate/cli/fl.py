@@ -26,14 +26,14 @@ DEFAULT_COMPARE = (
     "none",
     "fp16",
     "uniform:max_rel_error=0.3+ef",
-    "rd:max_rel_error=0.5+ef",
     "rd:max_rel_error=0.8+ef",
-    "qsgd:s=1+ef",
+    "rd:target_bits=0.84",
+    "qsgd:s=1",
     "m22:levels=4,M=0+ef",
     "m22:levels=4,M=2+ef",
-    "topk:fraction=0.05+ef",
-    "sbc:fraction=0.02+ef",
-    "ctx:max_rel_error=0.5+ef",
+    "topk:fraction=0.01+ef",
+    "sbc:fraction=0.01+ef",
+    "ctx:max_rel_error=0.8+ef",
 )
 
 Engine = Annotated[str, typer.Option(help="inproc (one process, deterministic) or flower (Flower simulation engine).")]

@@ -20,6 +20,8 @@ def summary_of(config: dict[str, Any], label: str, history: Sequence[dict[str, A
         "final_accuracy": last.get("accuracy"),
         "final_loss": last.get("loss"),
         "best_accuracy": max((r["accuracy"] for r in history), default=None),
+        # one round's test accuracy moves by a few test images; the last-5 mean is steadier
+        "mean_last5_accuracy": _mean([r["accuracy"] for r in history[-5:]]),
         "total_bytes_up": sum(r["bytes_up"] for r in history),
         "total_bytes_down": sum(r["bytes_down"] for r in history),
         "encode_s": sum(r["encode_s"] for r in history),
