@@ -173,14 +173,21 @@ def rice_encode(u: np.ndarray, k: int, out: np.ndarray, nbytes: int, buf: np.uin
                 buf >>= np.uint64(8)
                 nbits -= 8
         nbits += 1  # the terminating zero
-        if k > 0:
-            buf |= (v & mask) << np.uint64(nbits)
-            nbits += k
-        while nbits >= 8:
-            out[nbytes] = np.uint8(buf & np.uint64(0xFF))
-            nbytes += 1
-            buf >>= np.uint64(8)
-            nbits -= 8
+        rem = v & mask
+        written = 0
+        while True:  # the k-bit remainder, at most 32 bits per write (k may reach 62)
+            while nbits >= 8:
+                out[nbytes] = np.uint8(buf & np.uint64(0xFF))
+                nbytes += 1
+                buf >>= np.uint64(8)
+                nbits -= 8
+            if written >= k:
+                break
+            take = min(32, k - written)
+            part = (rem >> np.uint64(written)) & ((np.uint64(1) << np.uint64(take)) - np.uint64(1))
+            buf |= part << np.uint64(nbits)
+            nbits += take
+            written += take
     return nbytes, buf, nbits
 
 

@@ -23,7 +23,7 @@ from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
 from .rans import _to_spec
 from .varint import Reader, write_uvarint, zigzag
 
-MAX_K = 40
+MAX_K = 62  #: enough for any value below 2**62 to have a 1-bit quotient
 
 
 def best_rice_parameter(u: np.ndarray) -> tuple[int, int]:
