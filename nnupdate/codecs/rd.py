@@ -7,7 +7,7 @@ tensorflow-compression), our rANS (``coder=rans``), or whichever is smaller per 
 (``coder=auto``), so the difference between them is measured, not assumed.
 
 The step comes, in order of precedence, from ``step`` (a server-set Δ), ``target_bits``
-(bisection on Δ until the container's bits/param is within 1% of the target),
+(bisection on Δ until the container's bits/param is within 0.5% of the target),
 ``lam`` (grid search minimising bytes + lam * squared error, see ``nnupdate.rate``), or
 ``max_rel_error`` (largest Δ whose relative L2 error is at most the target).
 Uses the ``uniform`` stage (0x0010) with ``rounding=stochastic``; no new stage id.
