@@ -183,11 +183,11 @@ def rice_encode(u: np.ndarray, k: int, out: np.ndarray, nbytes: int, buf: np.uin
                 nbits -= 8
             if written >= k:
                 break
-            take = min(32, k - written)
-            part = (rem >> np.uint64(written)) & ((np.uint64(1) << np.uint64(take)) - np.uint64(1))
+            width = min(32, k - written)
+            part = (rem >> np.uint64(written)) & ((np.uint64(1) << np.uint64(width)) - np.uint64(1))
             buf |= part << np.uint64(nbits)
-            nbits += take
-            written += take
+            nbits += width
+            written += width
     return nbytes, buf, nbits
 
 
