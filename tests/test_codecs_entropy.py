@@ -182,3 +182,13 @@ def test_random_payloads_decode_or_raise_codec_error(stage, data: bytes, n: int,
     except CodecError:
         return
     assert out.shape == (n,) and out.dtype == np.dtype(dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(u=hnp.arrays(np.uint64, st.integers(1, 400), elements=st.one_of(st.integers(0, 50), st.integers(0, 2**61))))
+def test_rice_parameter_search_finds_the_exact_optimum(u: np.ndarray) -> None:
+    from nnupdate.codecs.golomb import _rice_bits
+
+    top = int(u.max()).bit_length()
+    brute = min(_rice_bits(u, k, top) for k in range(0, min(62, top + 1) + 1))
+    assert best_rice_parameter(u)[1] == brute

@@ -26,21 +26,40 @@ from .varint import Reader, write_uvarint, zigzag
 MAX_K = 62  #: enough for any value below 2**62 to have a 1-bit quotient
 
 
+def _rice_bits(u: np.ndarray, k: int, top: int) -> int:
+    """Exact Rice(k) length of ``u`` in bits (sums cannot wrap: split when they could)."""
+    q = u >> np.uint64(k)
+    if top - k < 32 and u.size < 1 << 31:  # every quotient < 2**32: a uint64 sum is exact
+        unary = int(np.sum(q, dtype=np.uint64))
+    else:  # two 32-bit halves; an undercount would under-allocate the encoder's buffer
+        unary = (int(np.sum(q >> np.uint64(32), dtype=np.uint64)) << 32) + int(np.sum(q & np.uint64(0xFFFFFFFF), dtype=np.uint64))
+    return unary + u.size * (k + 1)
+
+
 def best_rice_parameter(u: np.ndarray) -> tuple[int, int]:
-    """(k, total bits) minimising the Rice code length of non-negative ``u`` (exact count)."""
+    """(k, total bits) minimising the Rice code length of non-negative ``u`` (exact count).
+
+    The length is convex in k with its minimum near log2(mean); the exact count is
+    evaluated on a window around that estimate, widened while the minimum sits at its edge.
+    """
     if u.size == 0:
         return 0, 0
-    best = (0, -1)
     top = int(u.max()).bit_length()
-    for k in range(0, min(MAX_K, top + 1) + 1):
-        q = u >> np.uint64(k)
-        # exact: two 32-bit halves so the uint64 sums cannot wrap (an undercount would
-        # under-allocate the encoder's output buffer)
-        unary = (int(np.sum(q >> np.uint64(32), dtype=np.uint64)) << 32) + int(np.sum(q & np.uint64(0xFFFFFFFF), dtype=np.uint64))
-        bits = unary + u.size * (k + 1)
-        if best[1] < 0 or bits < best[1]:
-            best = (k, bits)
-    return best
+    mean = float(np.mean(u, dtype=np.float64))
+    guess = int(np.clip(np.floor(np.log2(mean)) if mean >= 1 else 0, 0, MAX_K))
+    lo, hi = max(0, guess - 2), min(MAX_K, guess + 2, top)
+    lo = min(lo, hi)
+    bits = {k: _rice_bits(u, k, top) for k in range(lo, hi + 1)}
+    while True:
+        best = min(bits, key=lambda k: (bits[k], k))
+        if best == lo and lo > 0:
+            lo -= 1
+            bits[lo] = _rice_bits(u, lo, top)
+        elif best == hi and hi < min(MAX_K, top):
+            hi += 1
+            bits[hi] = _rice_bits(u, hi, top)
+        else:
+            return best, bits[best]
 
 
 def _value_code(v: np.ndarray) -> np.ndarray:
