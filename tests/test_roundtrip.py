@@ -81,6 +81,7 @@ def test_uniform_error_within_declared_bound(dtype: str, n: int, step: float, st
     new = (base.astype(np.float64) + g.laplace(scale=0.01, size=n)).astype(dtype)
     rounding = "stochastic" if stochastic else "nearest"
     update = nnupdate.diff({"w": base}, {"w": new})
+    assume(update.changes["w"].combine == Combine.ADD)  # tiny float16 changes may round away: KEEP
     delta = update.changes["w"].data
     assume(np.abs(delta).max() / step < 2**30)
     decoded = nnupdate.decode(update.encode(f"uniform:step={step},rounding={rounding},seed={seed % 1000}"))
