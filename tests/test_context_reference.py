@@ -10,6 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nnupdate.codecs import _context_kernel
 from nnupdate.codecs.base import ArraySpec
 from nnupdate.codecs.context import Context
 from nnupdate.codecs.dq import dq_levels, dq_reconstruct
@@ -50,13 +51,14 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
         m = models.setdefault(key, [2**14, 2**14])
         b = bin_((m[0] + m[1]) >> 1)
         if b == 0:
-            m[0] += (2**15 - m[0]) >> 4
-            m[1] += (2**15 - m[1]) >> 7
+            m[0] += (2**15 - m[0]) >> fast
+            m[1] += (2**15 - m[1]) >> slow
         else:
-            m[0] -= m[0] >> 4
-            m[1] -= m[1] >> 7
+            m[0] -= m[0] >> fast
+            m[1] -= m[1] >> slow
         return b
 
+    fast, slow = ((4, 7), (3, 6))[bin_(2**14)]  # adaptation profile
     out: list[int] = []
     prev = [0] * rowlen
     col = [0] * rowlen
@@ -130,6 +132,9 @@ def cases(draw: st.DrawFn) -> tuple[np.ndarray, int, int, int]:
 @given(cases())
 def test_spec_decoder_agrees_with_kernel(case: tuple[np.ndarray, int, int, int]) -> None:
     q, ngt, check, dq = case
+    for profile in (0, 1):
+        data = _context_kernel.encode(q.reshape(-1), q.shape[0], q.shape[1], ngt, check, dq, profile).tobytes()
+        assert spec_decode(data, q.shape, ngt, check, dq) == q.reshape(-1).tolist()
     data, _ = Context(ngt, check, dq).encode(q, ArraySpec(q.shape, "int64"))
     assert spec_decode(data, q.shape, ngt, check, dq) == q.reshape(-1).tolist()
 

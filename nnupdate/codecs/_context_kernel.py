@@ -26,8 +26,12 @@ PROB_BITS = 15
 PROB_ONE = 1 << PROB_BITS
 HALF = PROB_ONE >> 1
 TOP = 1 << 24
+#: adaptation shifts (fast, slow estimator) of profile 0 (default) and profile 1 (fast),
+#: selected by the first bypass bin of the stream
 SHIFT_FAST = 4
 SHIFT_SLOW = 7
+PROFILE_FAST = np.array([4, 3], dtype=np.int64)
+PROFILE_SLOW = np.array([7, 6], dtype=np.int64)
 MAX_EG_PREFIX = 31
 MAX_MAGNITUDE = (1 << 31) - 1
 NUM_EG_CTX = 18
@@ -54,12 +58,16 @@ def _prob(state: np.ndarray, ctx: int) -> int:  # pragma: no cover - compiled
 
 @njit(cache=True, inline="always")
 def _adapt(state: np.ndarray, ctx: int, bit: int) -> None:  # pragma: no cover - compiled
+    # the last row of ``state`` holds the two adaptation shifts (see _init_state)
+    last = state.shape[0] - 1
+    fast = state[last, 0]
+    slow = state[last, 1]
     if bit == 0:
-        state[ctx, 0] += (PROB_ONE - state[ctx, 0]) >> SHIFT_FAST
-        state[ctx, 1] += (PROB_ONE - state[ctx, 1]) >> SHIFT_SLOW
+        state[ctx, 0] += (PROB_ONE - state[ctx, 0]) >> fast
+        state[ctx, 1] += (PROB_ONE - state[ctx, 1]) >> slow
     else:
-        state[ctx, 0] -= state[ctx, 0] >> SHIFT_FAST
-        state[ctx, 1] -= state[ctx, 1] >> SHIFT_SLOW
+        state[ctx, 0] -= state[ctx, 0] >> fast
+        state[ctx, 1] -= state[ctx, 1] >> slow
 
 
 @njit(cache=True, inline="always")
@@ -138,9 +146,12 @@ def _activity(act: int, m: int) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _init_state(nctx: int) -> np.ndarray:  # pragma: no cover - compiled
-    state = np.empty((nctx, 2), dtype=np.int64)
+def _init_state(nctx: int, fast: int, slow: int) -> np.ndarray:  # pragma: no cover - compiled
+    """``nctx`` models at P(0) = 1/2, plus a last row holding the adaptation shifts."""
+    state = np.empty((nctx + 1, 2), dtype=np.int64)
     state[:, :] = HALF
+    state[nctx, 0] = fast
+    state[nctx, 1] = slow
     return state
 
 
@@ -198,15 +209,16 @@ def _enc_ctx(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, bit: 
 
 
 @njit(cache=True)
-def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int) -> np.ndarray:  # pragma: no cover - compiled
+def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int, profile: int) -> np.ndarray:  # pragma: no cover - compiled
     """Range-code ``levels`` (int64, C order, ``rows * rowlen``, |q| <= 2**31-1)."""
     nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
     eg_base = CTX_GT + ngt * NUM_GT_CLASSES
-    state = _init_state(nctx)
     rc = np.zeros(5, dtype=np.int64)
     rc[1] = 0xFFFFFFFF
     rc[3] = 1
     buf = np.empty(max(64, (rows * rowlen) // 4), dtype=np.uint8)
+    buf = _enc_bit(rc, buf, HALF, profile)
+    state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
     prev_skipped = 0
@@ -298,7 +310,6 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
     size = data.shape[0]
     nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
     eg_base = CTX_GT + ngt * NUM_GT_CLASSES
-    state = _init_state(nctx)
     code = 0
     for j in range(4):
         code = (code << 8) | (int(data[j]) if j < size else 0)
@@ -306,6 +317,20 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
     pos = 4
     if code >= rng:
         return out, 2
+    # adaptation profile: one bypass bin before the first row
+    bound = (rng >> PROB_BITS) * HALF
+    if code < bound:
+        rng = bound
+        profile = 0
+    else:
+        code -= bound
+        rng -= bound
+        profile = 1
+    while rng < TOP:
+        rng <<= 8
+        code = (code << 8) | (int(data[pos]) if pos < size else 0)
+        pos += 1
+    state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
     prev_skipped = 0
@@ -545,7 +570,7 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
     """
     nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
     eg_base = CTX_GT + ngt * NUM_GT_CLASSES
-    state = _init_state(nctx)
+    state = _init_state(nctx, SHIFT_FAST, SHIFT_SLOW)
     saved = state.copy()
     out = np.zeros(rows * rowlen, dtype=np.int64)
     prev = np.zeros(rowlen, dtype=np.int64)

@@ -25,6 +25,8 @@ from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
 
 MAX_NGT = 16
 DEFAULT_NGT = 4
+#: tensors up to this many elements are coded with both adaptation profiles (smaller wins)
+FAST_PROFILE_MAX = 1 << 18
 _STATUS = {
     2: "code value outside the coding interval",
     3: "level magnitude overflows",
@@ -94,7 +96,13 @@ class Context(ArrayToBytes):
         rows, rowlen = layout(spec.shape)
         from . import _context_kernel  # numba compiles on first use; keep CLI start-up fast
 
-        data = _context_kernel.encode(np.ascontiguousarray(symbols, dtype=np.int64), rows, rowlen, self.ngt, self.check, self.dq)
+        levels = np.ascontiguousarray(symbols, dtype=np.int64)
+        data = _context_kernel.encode(levels, rows, rowlen, self.ngt, self.check, self.dq, 0)
+        if symbols.size <= FAST_PROFILE_MAX:
+            # small tensors: also try fast adaptation (profile 1) and keep the smaller stream
+            fast = _context_kernel.encode(levels, rows, rowlen, self.ngt, self.check, self.dq, 1)
+            if fast.size < data.size:
+                data = fast
         return data.tobytes(), self
 
     def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
