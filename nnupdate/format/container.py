@@ -30,9 +30,9 @@ from . import schema
 from .constants import (
     DEFAULT_LIMITS,
     HEAD,
-    MAX_DIM_PRODUCT,
     IEND,
     INDX,
+    MAX_DIM_PRODUCT,
     SIGNATURE,
     TNSR,
     VERSION_MAJOR,
