@@ -26,7 +26,7 @@ from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
 MAX_NGT = 16
 DEFAULT_NGT = 4
 #: tensors up to this many elements are coded with both adaptation profiles (smaller wins)
-FAST_PROFILE_MAX = 1 << 18
+FAST_PROFILE_MAX = 1 << 15
 _STATUS = {
     2: "code value outside the coding interval",
     3: "level magnitude overflows",
