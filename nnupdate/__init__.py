@@ -8,8 +8,10 @@ The data path, left to right::
 
 from __future__ import annotations
 
-from . import codecs  # noqa: F401  (registers built-in stages and codecs)
-from . import distill  # noqa: F401  (registers the soft-label stages simplex and rowsparse)
+from . import (
+    codecs,  # noqa: F401  (registers built-in stages and codecs)
+    distill,  # noqa: F401  (registers the soft-label stages simplex and rowsparse)
+)
 from .codecs import parse_codec
 from .errors import (
     BaseMismatchError,

@@ -86,12 +86,21 @@ class Update:
     #: ancillary chunks carried through unchanged
     extra_chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    def float_deltas(self) -> list[np.ndarray]:
-        """The float ADD deltas, i.e. what a lossy codec quantizes."""
+    def float_deltas(self, *, include_statistics: bool = False) -> list[np.ndarray]:
+        """The float ADD deltas a lossy codec's rate control works on.
+
+        Running statistics (role STATISTIC) are left out unless asked for: their deltas
+        can be orders of magnitude larger than the learned parameters' (a BatchNorm
+        running_var moving to new data), so one global step fitted to all of them would
+        round every weight delta to zero. Codecs code them separately (``Codec.plan``).
+        """
         return [
             c.data
             for c in self.changes.values()
-            if c.combine == Combine.ADD and dtypes.is_float(c.dtype) and c.data is not None
+            if c.combine == Combine.ADD
+            and dtypes.is_float(c.dtype)
+            and c.data is not None
+            and (include_statistics or c.role != Role.STATISTIC)
         ]
 
     def encode(self, codec: Codec | str = "uniform") -> bytes:
@@ -108,7 +117,9 @@ def _guess_role(name: str, array: np.ndarray) -> Role:
     if array.dtype.kind in "iub":
         return Role.INT_BUFFER
     lowered = name.lower()
-    if "running_mean" in lowered or "running_var" in lowered or "norm" in lowered or ".bn" in lowered:
+    if any(key in lowered for key in ("running_mean", "running_var", "moving_mean", "moving_variance")):
+        return Role.STATISTIC
+    if "norm" in lowered or ".bn" in lowered:
         return Role.NORM
     if lowered.endswith("bias"):
         return Role.BIAS

@@ -58,13 +58,15 @@ def test_serialize_matches_the_spec_byte_for_byte() -> None:
         + struct.pack("<I", 1) + _s16("k") + struct.pack("<I", 1) + b"v" + struct.pack("<I", 1)
     )
     param = bytes([5]) + b"dtype" + bytes([3]) + struct.pack("<I", 7) + b"float32"
-    tnsr = _s16("w") + bytes([1, 1, 0, 1]) + struct.pack("<Q", 2) + bytes([1]) + struct.pack("<H", 1) + bytes([1]) + param
+    shape = bytes([2])  # one uvarint dimension
+    tnsr = _s16("w") + bytes([1, 1, 0, 1]) + shape + bytes([1]) + struct.pack("<H", 1) + bytes([1]) + param
     tnsr += b"\x00" * 8
     pre = SIGNATURE + bytes([1, 0])
     head_chunk = _chunk(b"HEAD", head)
     tnsr_chunk = _chunk(b"TNSR", tnsr)
     offset = len(pre) + len(head_chunk)
-    index = struct.pack("<I", 1) + _s16("w") + struct.pack("<QQ", offset, len(tnsr_chunk))
+    assert offset < 128 and len(tnsr_chunk) < 128  # so each uvarint below is one byte
+    index = struct.pack("<I", 1) + bytes([offset, len(tnsr_chunk)])
     body = pre + head_chunk + tnsr_chunk
     index_offset = len(body)
     body += _chunk(b"indx", index)

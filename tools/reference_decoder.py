@@ -358,7 +358,10 @@ def parse_param(r: Reader) -> tuple[str, object]:
     key = r.text(1)
     tag = r.uint(1)
     if tag == 1:
-        return key, r.sint(8)
+        value = r.svarint()
+        if not -(1 << 63) <= value < 1 << 63:
+            raise RefError("integer parameter outside i64")
+        return key, value
     if tag == 2:
         return key, r.f64()
     if tag == 3:
@@ -379,7 +382,7 @@ def parse_tensor(body: bytes) -> Record:
     code, role, combine, ndim = r.uint(1), r.uint(1), r.uint(1), r.uint(1)
     if code not in TYPES or combine > 4 or ndim > 32:
         raise RefError("bad tensor header")
-    shape = tuple(r.uint(8) for _ in range(ndim))
+    shape = tuple(r.uvarint() for _ in range(ndim))
     if math.prod(shape) > MAX_ELEMENTS or math.prod(d or 1 for d in shape) > 1 << 53:
         raise RefError("too many elements or dimensions too large")
     stages = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from .output import console, emit_json, human_bytes
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 
-def _codec_with_overrides(spec: str, step: Optional[float], max_rel_error: Optional[float], target_bits: float | None = None, lam: float | None = None):  # type: ignore[no-untyped-def]
+def _codec_with_overrides(spec: str, step: float | None, max_rel_error: float | None, target_bits: float | None = None, lam: float | None = None):  # type: ignore[no-untyped-def]
     from ..codecs import parse_codec
     from ..errors import InputError
 
@@ -54,18 +54,18 @@ def encode(
     new: Annotated[Path, typer.Argument(help="New checkpoint, same tensor names.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Update file to write (.nnu).")],
     codec: Annotated[str, typer.Option(help="NAME[:key=value,...]; see `nnupdate codecs`.")] = "uniform",
-    step: Annotated[Optional[float], typer.Option(help="Global quantizer step (overrides the codec's).")] = None,
-    max_rel_error: Annotated[Optional[float], typer.Option(help="Largest step whose relative L2 error stays below E.")] = None,
+    step: Annotated[float | None, typer.Option(help="Global quantizer step (overrides the codec's).")] = None,
+    max_rel_error: Annotated[float | None, typer.Option(help="Largest step whose relative L2 error stays below E.")] = None,
     target_bits: Annotated[float | None, typer.Option(help="Bisect the step until the file costs B bits/param (codecs with a target_bits option, e.g. rd).")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Pick the step minimising bytes + LAMBDA * squared error (e.g. rd).")] = None,
     round_: Annotated[int, typer.Option("--round", help="Sequence/round number stored in the header.")] = 0,
-    meta: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE metadata (repeatable).")] = None,
+    meta: Annotated[list[str] | None, typer.Option(help="KEY=VALUE metadata (repeatable).")] = None,
     tensor_digests: Annotated[
         bool,
         typer.Option(help="Store an 8-byte digest per base tensor so `apply --name-map` can find and verify it in a renamed base (e.g. ONNX)."),
     ] = True,
     name_map: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="When BASE and NEW name tensors differently (.pt vs .onnx): a JSON map FILE, or auto (ONNX export metadata)."),
     ] = None,
     json_: JsonOpt = False,
@@ -121,9 +121,9 @@ def apply_(
     update_file: Annotated[Path, typer.Argument(metavar="UPDATE", help="The .nnu update.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the new checkpoint (format from suffix).")],
     force: Annotated[bool, typer.Option(help="Apply even if the base fingerprint does not match.")] = False,
-    name_map: Annotated[Optional[str], typer.Option(help="auto or a JSON file mapping update names to base names.")] = None,
+    name_map: Annotated[str | None, typer.Option(help="auto or a JSON file mapping update names to base names.")] = None,
     save_name_map: Annotated[
-        Optional[Path], typer.Option(help="Write the resolved name map as editable JSON (for --name-map FILE).")
+        Path | None, typer.Option(help="Write the resolved name map as editable JSON (for --name-map FILE).")
     ] = None,
 ) -> None:
     """Apply an update to its base and write the new checkpoint in the base's format (or OUTPUT's)."""
@@ -242,7 +242,7 @@ def codecs(json_: JsonOpt = False) -> None:
 
 @app.command()
 def conformance(
-    directory: Annotated[Optional[Path], typer.Argument(help="Vector directory (default: the repository's conformance/).")] = None,
+    directory: Annotated[Path | None, typer.Argument(help="Vector directory (default: the repository's conformance/).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Decode every reference bitstream and compare with its expected output bit for bit."""

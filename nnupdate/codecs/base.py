@@ -56,6 +56,9 @@ class StageKind(enum.Enum):
 
 _PARAM_TYPES = (int, float, str, bytes, np.ndarray)
 
+#: ``dataclasses.field`` metadata of a stage field the decoder does not need (not stored).
+ENCODER_ONLY = {"stored": False}
+
 
 @dataclass(frozen=True)
 class Stage(ABC):
@@ -68,8 +71,13 @@ class Stage(ABC):
     lossless: ClassVar[bool] = False
 
     def params(self) -> dict[str, ParamValue]:
-        """The parameters as stored in the tensor header."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The parameters as stored in the tensor header.
+
+        Fields declared with ``dataclasses.field(metadata=ENCODER_ONLY)`` steer the encoder
+        (a rounding mode, a random seed) but are not needed to decode, so they are not
+        stored: every byte of header is paid once per tensor.
+        """
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("stored", True)}
 
     @classmethod
     def from_params(cls: type[S], params: dict[str, ParamValue]) -> S:

@@ -7,8 +7,9 @@ keeps the smallest result, so "which entropy coder is best here" is decided by m
 bytes, never by a formula.
 
 Policy shared by every codec (see :meth:`Codec.plan`): unchanged tensors are ``KEEP``,
-integer tensors and newly added tensors are coded losslessly, and only float deltas go
-through the codec's own (possibly lossy) pipeline.
+integer tensors and newly added tensors are coded losslessly, running statistics get a
+step of their own (:func:`plan_statistic`), and only the other float deltas go through
+the codec's own (possibly lossy) pipeline.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import numpy as np
+
 from .. import dtypes
 from ..errors import InputError
-from ..format import Combine
+from ..format import Combine, Role
 from .base import ArrayToArray, Stage
 from .rans import Rans
 from .raw import Raw
@@ -94,6 +97,8 @@ class Codec:
             return Plan(change.combine, (), LOSSLESS_INT_TAILS)
         if change.combine == Combine.REPLACE:
             return Plan(Combine.REPLACE, (), LOSSLESS_BYTES_TAILS)
+        if change.role == Role.STATISTIC and not self.lossless and change.data is not None:
+            return plan_statistic(change)
         return self.plan_float_delta(change)
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
@@ -247,6 +252,25 @@ class UniformCodec(Codec):
             raise InputError("uniform: no step chosen (call prepare() or pass step=...)")
         seed = _tensor_seed(self.seed, change.name)
         return Plan(Combine.ADD, (Uniform(self.step, self.rounding, seed),), entropy_tails(self.coder))
+
+
+#: Relative L2 error at which running statistics are coded by every lossy codec.
+STATISTIC_REL_ERROR = 0.01
+
+
+def plan_statistic(change: TensorChange) -> Plan:
+    """Running statistics get their own step: 1% relative error of that tensor's delta.
+
+    They are few (two vectors per BatchNorm layer) but their deltas dwarf the learned
+    parameters'; a step of their own keeps them accurate without dragging the global
+    step of the weights (see ``Update.float_deltas``). Sparsifying or sign-coding them
+    would corrupt the model's normalisation, so no codec's own pipeline sees them.
+    """
+    from ..rate import step_for_max_rel_error
+
+    assert change.data is not None
+    step = step_for_max_rel_error([np.asarray(change.data, dtype=np.float64)], STATISTIC_REL_ERROR)
+    return Plan(Combine.ADD, (Uniform(step),), entropy_tails("auto"))
 
 
 def _tensor_seed(seed: int, name: str) -> int:

@@ -9,13 +9,13 @@ once to the tensor's type, which every platform does identically.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import dtypes
 from ..errors import CodecError
-from .base import ArraySpec, ArrayToArray, register
+from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 
 _Q_LIMIT = (1 << 31) - 1
 
@@ -46,8 +46,9 @@ class Uniform(ArrayToArray):
     codec_id = 0x0010
     name = "uniform"
     step: float = 1e-3
-    rounding: str = "nearest"
-    seed: int = 0
+    #: the decoder only needs the step; how levels were rounded is the encoder's business
+    rounding: str = field(default="nearest", metadata=ENCODER_ONLY)
+    seed: int = field(default=0, metadata=ENCODER_ONLY)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.step) and self.step > 0):

@@ -56,10 +56,11 @@ class Role(enum.IntEnum):
     UNKNOWN = 0
     WEIGHT = 1
     BIAS = 2
-    NORM = 3  #: normalisation scale/shift or running statistics
+    NORM = 3  #: normalisation scale/shift
     INT_BUFFER = 4  #: integer buffers such as BatchNorm's num_batches_tracked
     EMBEDDING = 5
     LABELS = 6  #: soft labels
+    STATISTIC = 7  #: running statistics (BatchNorm running_mean/var): observed, not learned
 
 
 class Limits:

@@ -174,7 +174,7 @@ def serialize(container: Container) -> bytes:
     index = []
     for record in container.tensors:
         chunk = _chunk(TNSR, _tensor_body(record))
-        index.append({"name": record.name, "offset": offset, "length": len(chunk)})
+        index.append({"offset": offset, "length": len(chunk)})
         parts.append(chunk)
         offset += len(chunk)
     for chunk_type, data in container.extra_chunks:
@@ -287,6 +287,8 @@ def _param_value(param: object, limits: Limits) -> ParamValue:
         raise UnsupportedError(f"unknown parameter type tag {param.tag}")  # type: ignore[attr-defined]
     if isinstance(value, np.ndarray) and value.size > limits.max_param_items:
         raise LimitError(f"parameter array of {value.size} items exceeds the limit")
+    if isinstance(value, int) and not -(1 << 63) <= value < (1 << 63):
+        raise FormatError("integer parameter outside the signed 64-bit range")
     return value  # type: ignore[no-any-return]
 
 
@@ -408,7 +410,31 @@ def read_index(data: bytes | memoryview) -> dict[str, tuple[int, int]]:
     if first[1] != INDX:
         raise FormatError("IEND does not point at an index chunk")
     entries = _parse_struct(schema.IndexBody, first[2], "index chunk")
-    return {e.name: (e.offset, e.length) for e in entries.entries}  # type: ignore[attr-defined]
+    out: dict[str, tuple[int, int]] = {}
+    for e in entries.entries:  # type: ignore[attr-defined]
+        out[_peek_name(view, e.offset, e.length, tail)] = (e.offset, e.length)
+    return out
+
+
+def _peek_name(view: memoryview, offset: int, length: int, tail: int) -> str:
+    """The name at the start of the TNSR chunk an index entry points at.
+
+    The index stores no names (they would double the per-tensor overhead); a reader
+    peeks at each chunk's name field, which sits right after the 12-byte frame. The
+    chunk CRC is checked later, when the chosen tensor is actually read.
+    """
+    start = offset + schema.CHUNK_FRAME_SIZE
+    if offset < len(SIGNATURE) + 2 or length < schema.CHUNK_FRAME_SIZE + schema.CHUNK_CRC_SIZE + 2 or offset + length > tail:
+        raise FormatError("index entry points outside the tensor chunks")
+    if bytes(view[offset + 8 : offset + 12]) != TNSR:
+        raise FormatError("index entry does not point at a TNSR chunk")
+    name_len = int.from_bytes(view[start : start + 2], "little")
+    if start + 2 + name_len > offset + length:
+        raise FormatError("index entry points at a malformed TNSR chunk")
+    try:
+        return bytes(view[start + 2 : start + 2 + name_len]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("tensor name is not valid UTF-8") from None
 
 
 def read_tensor(data: bytes | memoryview, name: str, *, limits: Limits = DEFAULT_LIMITS) -> TensorRecord:

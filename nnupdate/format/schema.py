@@ -20,7 +20,6 @@ from construct import (
     Int8ul,
     Int16ul,
     Int32ul,
-    Int64sl,
     Int64ul,
     PascalString,
     Prefixed,
@@ -28,6 +27,8 @@ from construct import (
     Struct,
     Switch,
     Terminated,
+    VarInt,
+    ZigZag,
     this,
 )
 
@@ -73,7 +74,7 @@ Param = Struct(
     / Switch(
         this.tag,
         {
-            TAG_INT: Int64sl,
+            TAG_INT: ZigZag,
             TAG_FLOAT: Float64l,
             TAG_STR: Utf8Long,
             TAG_BYTES: Prefixed(Int32ul, GreedyBytes),
@@ -118,7 +119,7 @@ TensorHeader = Struct(
     "role" / Int8ul,
     "combine" / Int8ul,
     "ndim" / Int8ul,
-    "shape" / Array(this.ndim, Int64ul),
+    "shape" / Array(this.ndim, VarInt),
     "stages" / PrefixedArray(Int8ul, Stage),
 )
 TensorBody = Struct(
@@ -127,7 +128,7 @@ TensorBody = Struct(
 )
 
 IndexBody = Struct(
-    "entries" / PrefixedArray(Int32ul, Struct("name" / Utf8Short, "offset" / Int64ul, "length" / Int64ul)),
+    "entries" / PrefixedArray(Int32ul, Struct("offset" / VarInt, "length" / VarInt)),
     Terminated,
 )
 

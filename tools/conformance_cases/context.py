@@ -126,7 +126,7 @@ def _neg_ngt() -> bytes:
     data = build([rec], kind=UpdateKind.FULL)
     from . import reframe
 
-    return reframe(data, edit=lambda chunks: [(t, b.replace(b"\x03ngt\x01\x10", b"\x03ngt\x01\x11") if t == b"TNSR" else b)
+    return reframe(data, edit=lambda chunks: [(t, b.replace(b"\x03ngt\x01\x20", b"\x03ngt\x01\x22") if t == b"TNSR" else b)
                                               for t, b in chunks])
 
 

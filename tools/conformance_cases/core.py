@@ -201,18 +201,37 @@ def _edit_first_tnsr(fn):  # type: ignore[no-untyped-def]
     return edit
 
 
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _skip_shape(body: bytes, at: int, ndim: int) -> int:
+    """Offset just past ``ndim`` uvarint dimensions starting at ``at``."""
+    for _ in range(ndim):
+        while body[at] & 0x80:
+            at += 1
+        at += 1
+    return at
+
+
 def _set_shape(body: bytes, dims: list[int]) -> bytes:
     name_len = int.from_bytes(body[:2], "little")
     at = 2 + name_len + 3
     ndim = body[at]
-    return body[:at] + bytes([len(dims)]) + b"".join(d.to_bytes(8, "little") for d in dims) + body[at + 1 + 8 * ndim :]
+    end = _skip_shape(body, at + 1, ndim)
+    return body[:at] + bytes([len(dims)]) + b"".join(_uvarint(d) for d in dims) + body[end:]
 
 
 def _set_codec_id(body: bytes, codec_id: int) -> bytes:
     name_len = int.from_bytes(body[:2], "little")
     at = 2 + name_len + 3
     ndim = body[at]
-    stages_at = at + 1 + 8 * ndim + 1  # skip the stage count
+    stages_at = _skip_shape(body, at + 1, ndim) + 1  # skip the stage count
     return body[:stages_at] + codec_id.to_bytes(2, "little") + body[stages_at + 2 :]
 
 
