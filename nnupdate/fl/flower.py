@@ -221,6 +221,13 @@ def _server_main(grid: Any, context: Any) -> None:
         if _JOB:
             _JOB.setdefault("errors", []).append(exc)
         raise
+    if not _JOB and job.get("out") is not None:  # deployment: nobody else writes the summary
+        from . import report
+
+        out = job["out"]
+        summary = report.summary_of(server.config.to_json(), server.config.label, server.state.history)
+        report.write_summary(out, [summary])
+        report.plot(out, {server.config.label: server.state.history})
 
 
 def make_server_app() -> Any:
@@ -256,10 +263,7 @@ def run_simulation(server: Server, *, out: Path | None = None, on_round: Any = N
         raise errors[0]
 
 
-def __getattr__(name: str) -> Any:
-    """``server_app``/``client_app`` for Flower's deployment engine, built on first access."""
-    if name == "server_app":
-        return make_server_app()
-    if name == "client_app":
-        return make_client_app()
-    raise AttributeError(name)
+# The objects Flower's deployment engine loads (``nnupdate.fl.flower:server_app`` /
+# ``:client_app``); this module is imported only when Flower is wanted.
+server_app = make_server_app()
+client_app = make_client_app()
