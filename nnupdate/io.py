@@ -67,6 +67,8 @@ class TensorInfo:
     role: str
     pipeline: list[dict[str, Any]]
     payload_bytes: int
+    #: index of the TGRP record this tensor shares its payload with; None for a TNSR
+    group: int | None = None
 
     @property
     def elements(self) -> int:
@@ -124,6 +126,7 @@ class ContainerInfo:
                     "role": t.role,
                     "pipeline": t.pipeline,
                     "payload_bytes": t.payload_bytes,
+                    "group": t.group,
                     "bits_per_parameter": t.bits_per_parameter,
                 }
                 for t in self.tensors
@@ -157,19 +160,22 @@ def inspect(source: PathLike | bytes) -> ContainerInfo:
         metadata=dict(h.metadata),
         extra_chunks=[t.decode("ascii") for t, _ in container.extra_chunks],
     )
-    for r in container.tensors:
-        info.tensors.append(
-            TensorInfo(
-                r.name,
-                r.dtype,
-                r.shape,
-                Combine(r.combine).name,
-                r.role.name.lower(),
-                [
-                    {"codec": stage_class(s.codec_id).name, "id": s.codec_id, **{k: _jsonable(v) for k, v in s.params.items()}}
-                    for s in r.stages
-                ],
-                len(r.payload),
+    for group, r in enumerate(container.tensors):
+        pipeline = [
+            {"codec": stage_class(s.codec_id).name, "id": s.codec_id, **{k: _jsonable(v) for k, v in s.params.items()}}
+            for s in r.stages
+        ]
+        combine = Combine(r.combine).name
+        if not r.members:
+            info.tensors.append(TensorInfo(r.name, r.dtype, r.shape, combine, r.role.name.lower(), pipeline, len(r.payload)))
+            continue
+        # A group's payload is shared; each member is shown with its share by element count.
+        total = max(r.size, 1)
+        for m in r.members:
+            info.tensors.append(
+                TensorInfo(
+                    m.name, m.dtype, m.shape, combine, m.role.name.lower(), pipeline,
+                    len(r.payload) * m.size // total, group=group,
+                )
             )
-        )
     return info

@@ -140,12 +140,11 @@ class _Tensors:
     def __call__(self, step: float) -> tuple[int, float]:
         """(file bytes, total squared error) at ``step``."""
         if step not in self._cache:
-            from .update import encode_change
+            from .update import encode_records
 
             codec = self.make(step).prepare(self.update)
             size, err = self.overhead, 0.0
-            for change in self.update.changes.values():
-                _, report = encode_change(change, codec)
+            for report in encode_records(self.update, codec)[1]:
                 size += report.payload_bytes
                 err += report.squared_error
             self._cache[step] = (size, err)

@@ -26,6 +26,7 @@ from .format import (
     Container,
     Header,
     Limits,
+    Member,
     Role,
     TensorRecord,
     UpdateKind,
@@ -314,15 +315,73 @@ def _specs(prefix: list, spec: ArraySpec) -> list[ArraySpec]:
     return specs
 
 
+#: Float deltas with at most this many elements are coded together in one TGRP group.
+GROUP_MAX_ELEMENTS = 4096
+
+
+def _groupable(change: TensorChange, codec: Codec) -> bool:
+    return (
+        codec.groupable
+        and not codec.lossless
+        and change.combine == Combine.ADD
+        and change.data is not None
+        and dtypes.is_float(change.dtype)
+        and change.role != Role.STATISTIC
+        and 0 < change.size <= GROUP_MAX_ELEMENTS
+    )
+
+
+def _plan_groups(update: Update, codec: Codec) -> dict[str, list[TensorChange]]:
+    """First member's name -> members, for every dtype with two or more small float deltas.
+
+    Biases and normalisation parameters are tiny: coded alone, each would pay a chunk
+    frame, a name, a pipeline and an entropy model for a few dozen values. Together they
+    share all of that (spec/FORMAT.md, TGRP).
+    """
+    by_dtype: dict[str, list[TensorChange]] = {}
+    for change in update.changes.values():
+        if _groupable(change, codec):
+            by_dtype.setdefault(change.dtype, []).append(change)
+    return {members[0].name: members for members in by_dtype.values() if len(members) > 1}
+
+
+def _encode_group(members: list[TensorChange], codec: Codec) -> tuple[TensorRecord, TensorReport]:
+    first = members[0]
+    data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members])
+    combined = TensorChange(f"group:{first.name}", first.dtype, (int(data.size),), Combine.ADD, data)
+    record, report = encode_change(combined, codec)
+    record.name = ""
+    record.members = [Member(m.name, m.dtype, m.shape, m.role) for m in members]
+    report.name = f"group of {len(members)} ({first.name}, ...)"
+    return record, report
+
+
+def encode_records(update: Update, codec: Codec) -> tuple[list[TensorRecord], list[TensorReport]]:
+    """Every record of the container (tensors and groups, in update order) with its report.
+
+    ``codec`` must already be prepared; rate control calls this directly to measure
+    payloads at a trial step without assembling a container.
+    """
+    groups = _plan_groups(update, codec)
+    grouped = {m.name for members in groups.values() for m in members}
+    records, reports = [], []
+    for change in update.changes.values():
+        if change.name in groups:
+            record, report = _encode_group(groups[change.name], codec)
+        elif change.name in grouped:
+            continue
+        else:
+            record, report = encode_change(change, codec)
+        records.append(record)
+        reports.append(report)
+    return records, reports
+
+
 def encode_with_report(update: Update, codec: Codec | str = "uniform") -> EncodeReport:
     """Encode ``update`` and report per-tensor bytes and distortion (measured, not estimated)."""
     started = time.perf_counter()
     chosen = parse_codec(codec).prepare(update)
-    records, reports = [], []
-    for change in update.changes.values():
-        record, report = encode_change(change, chosen)
-        records.append(record)
-        reports.append(report)
+    records, reports = encode_records(update, chosen)
     header = Header(update.kind, update.base_fingerprint, update.round, update.producer, dict(update.metadata))
     data = serialize(Container(header, records, list(update.extra_chunks)))
     return EncodeReport(data, chosen.spec(), reports, time.perf_counter() - started)
@@ -338,27 +397,46 @@ def pipeline_dtype(dtype: str, combine: Combine) -> str:
 # ----------------------------------------------------------------------------- decoding
 
 
-def decode_record(record: TensorRecord) -> TensorChange:
-    """Decode one stored tensor into a change (data in the pipeline's element type)."""
+def decode_record(record: TensorRecord) -> list[TensorChange]:
+    """Decode one stored record into its changes (data in the pipeline's element type).
+
+    A TNSR gives one change; a TGRP gives one per member, split from the decoded
+    concatenation in member order.
+    """
     change = TensorChange(record.name, record.dtype, record.shape, record.combine, None, record.role)
     if record.combine in (Combine.KEEP, Combine.REMOVE):
-        if record.stages or record.payload:
-            raise CodecError(f"{record.name}: a {record.combine.name} tensor carries no pipeline or payload")
-        return change
+        if record.stages or record.payload or record.members:
+            raise CodecError(f"{record.name}: a {record.combine.name} tensor carries no pipeline, payload or members")
+        return [change]
     stages = Pipeline(tuple(stage_from_record(s) for s in record.stages))
     spec = ArraySpec(record.shape, pipeline_dtype(record.dtype, record.combine))
     try:
-        change.data = pipelines.decode(stages, record.payload, spec)
+        data = pipelines.decode(stages, record.payload, spec)
     except MemoryError:  # within the limits, but not within this machine's memory
         raise LimitError(f"{record.name}: not enough memory to decode {record.size} elements") from None
-    change.pipeline = stages
-    change.payload_bytes = len(record.payload)
-    return change
+    if not record.members:
+        change.data = data
+        change.pipeline = stages
+        change.payload_bytes = len(record.payload)
+        return [change]
+    changes = []
+    start = 0
+    total = max(record.size, 1)
+    for m in record.members:
+        part = data[start : start + m.size].reshape(m.shape)
+        start += m.size
+        changes.append(
+            TensorChange(
+                m.name, m.dtype, m.shape, record.combine, part, m.role,
+                pipeline=stages, payload_bytes=len(record.payload) * m.size // total,
+            )
+        )
+    return changes
 
 
 def from_container(container: Container) -> Update:
     h = container.header
-    changes = {r.name: decode_record(r) for r in container.tensors}
+    changes = {c.name: c for r in container.tensors for c in decode_record(r)}
     return Update(changes, h.kind, h.base_fingerprint, h.round, h.producer, dict(h.metadata), list(container.extra_chunks))
 
 

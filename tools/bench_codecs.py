@@ -209,7 +209,8 @@ def measure_ours(workload: workloads.Workload, label: str, spec: str, updates: S
         if not point.resolved:
             point.resolved = report.codec
         # distortion of the decoded float deltas
-        payload_of = {t.name: t.payload_bytes for t in report.tensors}
+        # per tensor, from the decoded update: a TGRP group's payload is shared among its members
+        payload_of = {n: c.payload_bytes for n, c in decoded.changes.items()}
         try:
             chosen = parse_codec(report.codec)
         except Exception:

@@ -13,7 +13,6 @@ spec is complete. Slow; meant for small files.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import sys
@@ -315,43 +314,8 @@ def run_pipeline(rec: ref.Record) -> Tensor:
 
 
 def decode(data: bytes) -> ref.Decoded:
-    """reference_decoder.decode with this module's pipeline (same container rules)."""
-    if data[:8] != ref.SIGNATURE:
-        raise RefError("bad signature")
-    if len(data) < 10 or data[8] != 1:
-        raise RefError("unsupported major version")
-    out: ref.Decoded | None = None
-    count, ended, names = 0, False, set()
-    for pos, ctype, body in ref.chunk_iter(data, 10):
-        if ended:
-            raise RefError("data after IEND")
-        if out is None and ctype != b"HEAD":
-            raise RefError("HEAD must come first")
-        if ctype == b"HEAD":
-            if out is not None:
-                raise RefError("second HEAD")
-            out, count = ref.parse_head(body)
-        elif ctype == b"TNSR":
-            rec = ref.parse_tensor(body)
-            if rec.name in names:
-                raise RefError("duplicate tensor name")
-            names.add(rec.name)
-            out.tensors.append(rec)  # type: ignore[union-attr]
-        elif ctype == b"IEND":
-            if len(body) != 40 or hashlib.sha256(data[:pos]).digest() != body[8:]:
-                raise RefError("bad IEND or digest mismatch")
-            ended = True
-        elif not ctype[0] & 0x20:
-            raise RefError("unknown critical chunk")
-    if not ended or out is None or len(out.tensors) != count:
-        raise RefError("incomplete container")
-    for rec in out.tensors:
-        if rec.combine in ("KEEP", "REMOVE"):
-            if rec.stages or rec.payload:
-                raise RefError("KEEP/REMOVE with a payload")
-        else:
-            rec.decoded = run_pipeline(rec)
-    return out
+    """reference_decoder.decode (same container rules) with this module's pipeline."""
+    return ref.decode(data, run_pipeline)
 
 
 def main(argv: list[str]) -> int:

@@ -20,6 +20,7 @@ import hashlib
 import math
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import crc32c
@@ -64,6 +65,7 @@ class Record:
     stages: list[tuple[int, dict[str, object]]]
     payload: bytes
     decoded: Tensor | None = None  # in the pipeline type
+    members: list[tuple[str, str, int, tuple[int, ...]]] | None = None  # TGRP: (name, dtype, role, shape)
 
 
 @dataclass
@@ -376,15 +378,7 @@ def parse_param(r: Reader) -> tuple[str, object]:
     raise RefError("unknown parameter tag")
 
 
-def parse_tensor(body: bytes) -> Record:
-    r = Reader(body)
-    name = r.text(2)
-    code, role, combine, ndim = r.uint(1), r.uint(1), r.uint(1), r.uint(1)
-    if code not in TYPES or combine > 4 or ndim > 32:
-        raise RefError("bad tensor header")
-    shape = tuple(r.uvarint() for _ in range(ndim))
-    if math.prod(shape) > MAX_ELEMENTS or math.prod(d or 1 for d in shape) > 1 << 53:
-        raise RefError("too many elements or dimensions too large")
+def parse_stages(r: Reader) -> list[tuple[int, dict[str, object]]]:
     stages = []
     for _ in range(r.uint(1)):
         cid = r.uint(2)
@@ -395,10 +389,60 @@ def parse_tensor(body: bytes) -> Record:
                 raise RefError("duplicate parameter")
             params[key] = value
         stages.append((cid, params))
+    return stages
+
+
+def parse_group(body: bytes) -> Record:
+    """§4.4: members, then one combine mode, pipeline and payload for their concatenation."""
+    r = Reader(body)
+    members = []
+    for _ in range(r.uint(2)):
+        name = r.text(2)
+        code, role, ndim = r.uint(1), r.uint(1), r.uint(1)
+        if code not in TYPES or ndim > 32:
+            raise RefError("bad group member")
+        shape = tuple(r.uvarint() for _ in range(ndim))
+        members.append((name, TYPES[code][0], role, shape))
+    combine = r.uint(1)
+    if not members or combine > 2 or len({m[1] for m in members}) != 1:
+        raise RefError("bad group header")
+    total = sum(math.prod(m[3]) for m in members)
+    if total > MAX_ELEMENTS:
+        raise RefError("too many elements")
+    stages = parse_stages(r)
+    return Record("", members[0][1], 0, COMBINES[combine], (total,), stages, body[r.pos :], members=members)
+
+
+def split_group(rec: Record) -> list[Record]:
+    """The members of a decoded group, each with its slice of the decoded elements."""
+    assert rec.decoded is not None and rec.members is not None
+    size = len(rec.decoded.data) // max(math.prod(rec.shape), 1)
+    out, start = [], 0
+    for name, dtype, role, shape in rec.members:
+        n = math.prod(shape)
+        part = Tensor(rec.decoded.dtype, shape, rec.decoded.data[start * size : (start + n) * size])
+        out.append(Record(name, dtype, role, rec.combine, shape, rec.stages, b"", part))
+        start += n
+    return out
+
+
+def parse_tensor(body: bytes) -> Record:
+    r = Reader(body)
+    name = r.text(2)
+    code, role, combine, ndim = r.uint(1), r.uint(1), r.uint(1), r.uint(1)
+    if code not in TYPES or combine > 4 or ndim > 32:
+        raise RefError("bad tensor header")
+    shape = tuple(r.uvarint() for _ in range(ndim))
+    if math.prod(shape) > MAX_ELEMENTS or math.prod(d or 1 for d in shape) > 1 << 53:
+        raise RefError("too many elements or dimensions too large")
+    stages = parse_stages(r)
     return Record(name, TYPES[code][0], role, COMBINES[combine], shape, stages, body[r.pos :])
 
 
-def decode(data: bytes) -> Decoded:
+def decode(data: bytes, pipeline: Callable[[Record], Tensor] | None = None) -> Decoded:
+    """Parse and decode a container; ``pipeline`` decodes one record (default: the
+    stages of this spec; tools/reference_codecs.py passes one that knows more stages)."""
+    pipeline = pipeline or run_pipeline
     if data[:8] != SIGNATURE:
         raise RefError("bad signature")
     if len(data) < 10 or data[8] != 1:
@@ -415,11 +459,12 @@ def decode(data: bytes) -> Decoded:
                 raise RefError("second HEAD")
             out, count = parse_head(body)
             out.version = (data[8], data[9])
-        elif ctype == b"TNSR":
-            rec = parse_tensor(body)
-            if rec.name in names:
-                raise RefError("duplicate tensor name")
-            names.add(rec.name)
+        elif ctype in (b"TNSR", b"TGRP"):
+            rec = parse_tensor(body) if ctype == b"TNSR" else parse_group(body)
+            for name in [m[0] for m in rec.members] if rec.members else [rec.name]:
+                if name in names:
+                    raise RefError("duplicate tensor name")
+                names.add(name)
             out.tensors.append(rec)  # type: ignore[union-attr]
         elif ctype == b"IEND":
             if len(body) != 40 or hashlib.sha256(data[:pos]).digest() != body[8:]:
@@ -433,12 +478,16 @@ def decode(data: bytes) -> Decoded:
         raise RefError("no IEND")
     if len(out.tensors) != count:
         raise RefError("tensor count mismatch")
+    expanded = []
     for rec in out.tensors:
         if rec.combine in ("KEEP", "REMOVE"):
             if rec.stages or rec.payload:
                 raise RefError("KEEP/REMOVE with a payload")
+            expanded.append(rec)
         else:
-            rec.decoded = run_pipeline(rec)
+            rec.decoded = pipeline(rec)
+            expanded.extend(split_group(rec) if rec.members else [rec])
+    out.tensors = expanded
     return out
 
 

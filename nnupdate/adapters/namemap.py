@@ -66,10 +66,16 @@ def attach_tensor_digests(update: Update, base: Mapping[str, np.ndarray]) -> int
     Costs 8 bytes per referenced tensor (plus 17 bytes of framing) and lets ``apply`` find
     and verify each tensor in a base that renames, transposes or lacks some of them.
     """
-    names = referenced_names(update)
+    names = _digest_order(update)
     body = bytes([DIGEST_BYTES]) + b"".join(tensor_digest(np.asarray(base[n])) for n in names)
     update.extra_chunks = [c for c in update.extra_chunks if c[0] != DIGEST_CHUNK] + [(DIGEST_CHUNK, body)]
     return len(body)
+
+
+def _digest_order(update: Update) -> list[str]:
+    """Referenced names sorted by their UTF-8 bytes: independent of how the writer laid
+    tensors out (grouping reorders them in the file)."""
+    return sorted(referenced_names(update), key=lambda n: n.encode("utf-8"))
 
 
 def read_tensor_digests(update: Update) -> dict[str, bytes] | None:
@@ -78,7 +84,7 @@ def read_tensor_digests(update: Update) -> dict[str, bytes] | None:
     if not bodies:
         return None
     body = bodies[-1]
-    names = referenced_names(update)
+    names = _digest_order(update)
     if not body or body[0] == 0 or len(body) != 1 + body[0] * len(names):
         raise FormatError(f"tdig chunk holds {len(body)} bytes, not digests for the {len(names)} referenced tensors")
     size = body[0]

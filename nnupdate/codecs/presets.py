@@ -92,6 +92,8 @@ class Codec:
     name: ClassVar[str]
     lossless: ClassVar[bool] = False
     summary: ClassVar[str] = ""
+    #: whether small float deltas may be coded together as one TGRP group
+    groupable: ClassVar[bool] = True
 
     def prepare(self: C, update: Update) -> C:
         """Resolve update-wide choices (a global step from a rate target); default: none."""

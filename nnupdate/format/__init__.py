@@ -15,6 +15,7 @@ from .constants import (
 from .container import (
     Container,
     Header,
+    Member,
     ParamValue,
     StageRecord,
     TensorRecord,
@@ -35,6 +36,7 @@ __all__ = [
     "Container",
     "Header",
     "Limits",
+    "Member",
     "ParamValue",
     "Role",
     "StageRecord",

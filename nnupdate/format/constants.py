@@ -22,6 +22,7 @@ FILE_EXTENSION: Final = ".nnu"
 # Chunk types. As in PNG, bit 5 of the first byte (lower case) marks a chunk a reader may skip.
 HEAD: Final = b"HEAD"
 TNSR: Final = b"TNSR"
+TGRP: Final = b"TGRP"
 INDX: Final = b"indx"
 IEND: Final = b"IEND"
 

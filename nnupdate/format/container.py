@@ -34,6 +34,7 @@ from .constants import (
     INDX,
     MAX_DIM_PRODUCT,
     SIGNATURE,
+    TGRP,
     TNSR,
     VERSION_MAJOR,
     VERSION_MINOR,
@@ -59,8 +60,30 @@ class StageRecord:
 
 
 @dataclass
+class Member:
+    """One tensor of a group: the pipeline codes the members' elements concatenated."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    role: Role = Role.UNKNOWN
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
 class TensorRecord:
-    """One tensor as stored: its header fields and the payload of the last pipeline stage."""
+    """One tensor (TNSR) or a group of small tensors (TGRP) as stored.
+
+    A group has ``members``; its ``dtype`` is theirs, its ``shape`` is ``(total,)`` and
+    its ``name`` is empty: the pipeline codes every member's elements, concatenated in
+    member order, as one 1-D array, so small tensors share one header and one model.
+    """
 
     name: str
     dtype: str
@@ -69,6 +92,12 @@ class TensorRecord:
     role: Role = Role.UNKNOWN
     stages: list[StageRecord] = field(default_factory=list)
     payload: bytes = b""
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """The tensor names this record carries."""
+        return [m.name for m in self.members] if self.members else [self.name]
 
     @property
     def size(self) -> int:
@@ -129,6 +158,33 @@ def _param_entry(key: str, value: ParamValue) -> dict[str, object]:
     raise TypeError(f"stage parameter {key!r} has unsupported type {type(value).__name__}")
 
 
+def _stage_entries(record: TensorRecord) -> list[dict[str, object]]:
+    return [
+        {"codec_id": stage.codec_id, "params": [_param_entry(k, v) for k, v in stage.params.items()]}
+        for stage in record.stages
+    ]
+
+
+def _group_body(record: TensorRecord) -> bytes:
+    header = _compiled(schema.GroupHeader).build(
+        {
+            "members": [
+                {
+                    "name": m.name,
+                    "dtype": dtypes.code_of(m.dtype),
+                    "role": int(m.role),
+                    "ndim": len(m.shape),
+                    "shape": list(m.shape),
+                }
+                for m in record.members
+            ],
+            "combine": int(record.combine),
+            "stages": _stage_entries(record),
+        }
+    )
+    return header + record.payload
+
+
 def _tensor_body(record: TensorRecord) -> bytes:
     header = _compiled(schema.TensorHeader).build(
         {
@@ -173,7 +229,7 @@ def serialize(container: Container) -> bytes:
     offset = sum(map(len, parts))
     index = []
     for record in container.tensors:
-        chunk = _chunk(TNSR, _tensor_body(record))
+        chunk = _chunk(TGRP, _group_body(record)) if record.members else _chunk(TNSR, _tensor_body(record))
         index.append({"offset": offset, "length": len(chunk)})
         parts.append(chunk)
         offset += len(chunk)
@@ -292,39 +348,83 @@ def _param_value(param: object, limits: Limits) -> ParamValue:
     return value  # type: ignore[no-any-return]
 
 
-def _tensor_from(body: memoryview, limits: Limits) -> TensorRecord:
-    _tensor_header_limits(body, limits)
-    raw = _parse_struct(schema.TensorBody, body, "TNSR chunk")
-    h = raw.header  # type: ignore[attr-defined]
-    if len(h.stages) > limits.max_stages:
-        raise LimitError(f"pipeline of {len(h.stages)} stages exceeds the limit of {limits.max_stages}")
-    shape = tuple(int(d) for d in h.shape)
-    record = TensorRecord(
-        name=h.name,
-        dtype=dtypes.name_of(h.dtype),
-        shape=shape,
-        combine=_enum(Combine, h.combine, "combine mode"),
-        role=Role(h.role) if h.role in Role._value2member_map_ else Role.UNKNOWN,
-        stages=[],
-        payload=bytes(raw.payload),  # type: ignore[attr-defined]
-    )
-    if record.size > limits.max_elements:
-        raise LimitError(f"tensor {record.name!r} declares {record.size} elements, over the limit of {limits.max_elements}")
+def _check_shape(name: str, shape: tuple[int, ...], limits: Limits) -> int:
+    """Element count of ``shape``, refusing counts over the limits before anything is allocated."""
+    size = 1
     extent = 1
     for d in shape:
+        size *= d
         extent *= d or 1
+    if size > limits.max_elements:
+        raise LimitError(f"tensor {name!r} declares {size} elements, over the limit of {limits.max_elements}")
     if extent > MAX_DIM_PRODUCT:  # an empty tensor's other dims must still be addressable
-        raise LimitError(f"tensor {record.name!r} has dimensions whose product exceeds 2**53")
-    for stage in h.stages:
+        raise LimitError(f"tensor {name!r} has dimensions whose product exceeds 2**53")
+    return size
+
+
+def _stages_from(raw_stages: list, name: str, limits: Limits) -> list[StageRecord]:  # type: ignore[type-arg]
+    if len(raw_stages) > limits.max_stages:
+        raise LimitError(f"pipeline of {len(raw_stages)} stages exceeds the limit of {limits.max_stages}")
+    stages = []
+    for stage in raw_stages:
         if len(stage.params) > limits.max_params:
             raise LimitError(f"stage with {len(stage.params)} parameters exceeds the limit")
         params: dict[str, ParamValue] = {}
         for p in stage.params:
             if p.key in params:
-                raise FormatError(f"duplicate parameter {p.key!r} in tensor {record.name!r}")
+                raise FormatError(f"duplicate parameter {p.key!r} in tensor {name!r}")
             params[p.key] = _param_value(p, limits)
-        record.stages.append(StageRecord(stage.codec_id, params))
-    return record
+        stages.append(StageRecord(stage.codec_id, params))
+    return stages
+
+
+def _role(value: int) -> Role:
+    return Role(value) if value in Role._value2member_map_ else Role.UNKNOWN
+
+
+def _tensor_from(body: memoryview, limits: Limits) -> TensorRecord:
+    _tensor_header_limits(body, limits)
+    raw = _parse_struct(schema.TensorBody, body, "TNSR chunk")
+    h = raw.header  # type: ignore[attr-defined]
+    shape = tuple(int(d) for d in h.shape)
+    _check_shape(h.name, shape, limits)
+    return TensorRecord(
+        name=h.name,
+        dtype=dtypes.name_of(h.dtype),
+        shape=shape,
+        combine=_enum(Combine, h.combine, "combine mode"),
+        role=_role(h.role),
+        stages=_stages_from(h.stages, h.name, limits),
+        payload=bytes(raw.payload),  # type: ignore[attr-defined]
+    )
+
+
+def _group_from(body: memoryview, limits: Limits) -> TensorRecord:
+    raw = _parse_struct(schema.GroupBody, body, "TGRP chunk")
+    h = raw.header  # type: ignore[attr-defined]
+    if not h.members:
+        raise FormatError("TGRP chunk has no members")
+    members = []
+    total = 0
+    for m in h.members:
+        if len(m.name.encode("utf-8")) > limits.max_name_bytes or m.ndim > limits.max_ndim:
+            raise LimitError(f"group member {m.name[:40]!r} exceeds the name or rank limit")
+        shape = tuple(int(d) for d in m.shape)
+        total += _check_shape(m.name, shape, limits)
+        members.append(Member(m.name, dtypes.name_of(m.dtype), shape, _role(m.role)))
+    if total > limits.max_elements:
+        raise LimitError(f"group declares {total} elements, over the limit of {limits.max_elements}")
+    if len({m.dtype for m in members}) != 1:
+        raise FormatError("TGRP members must share one element type")
+    return TensorRecord(
+        name="",
+        dtype=members[0].dtype,
+        shape=(total,),
+        combine=_enum(Combine, h.combine, "combine mode"),
+        stages=_stages_from(h.stages, members[0].name, limits),
+        payload=bytes(raw.payload),  # type: ignore[attr-defined]
+        members=members,
+    )
 
 
 def _enum(cls: type[Combine], value: int, what: str) -> Combine:
@@ -360,8 +460,8 @@ def parse(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMI
             header, expected_tensors = _header_from(body, limits)
             if expected_tensors > limits.max_tensors:
                 raise LimitError(f"{expected_tensors} tensors exceed the limit of {limits.max_tensors}")
-        elif chunk_type == TNSR:
-            record = _tensor_from(body, limits)
+        elif chunk_type in (TNSR, TGRP):
+            record = _tensor_from(body, limits) if chunk_type == TNSR else _group_from(body, limits)
             total_bytes += record.size * dtypes.storage_dtype(record.dtype).itemsize
             if total_bytes > limits.max_total_bytes:
                 raise LimitError(f"declared output exceeds {limits.max_total_bytes} bytes")
@@ -383,7 +483,7 @@ def parse(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMI
     assert header is not None
     if len(tensors) != expected_tensors:
         raise FormatError(f"HEAD declares {expected_tensors} tensors, file holds {len(tensors)}")
-    names = [t.name for t in tensors]
+    names = [name for t in tensors for name in t.names]
     if len(set(names)) != len(names):
         raise FormatError("duplicate tensor names")
     return Container(header, tensors, extra, (VERSION_MAJOR, view[len(SIGNATURE) + 1]))
@@ -412,33 +512,41 @@ def read_index(data: bytes | memoryview) -> dict[str, tuple[int, int]]:
     entries = _parse_struct(schema.IndexBody, first[2], "index chunk")
     out: dict[str, tuple[int, int]] = {}
     for e in entries.entries:  # type: ignore[attr-defined]
-        out[_peek_name(view, e.offset, e.length, tail)] = (e.offset, e.length)
+        for name in _peek_names(view, e.offset, e.length, tail):
+            out[name] = (e.offset, e.length)
     return out
 
 
-def _peek_name(view: memoryview, offset: int, length: int, tail: int) -> str:
-    """The name at the start of the TNSR chunk an index entry points at.
+def _peek_names(view: memoryview, offset: int, length: int, tail: int) -> list[str]:
+    """The tensor names of the TNSR or TGRP chunk an index entry points at.
 
     The index stores no names (they would double the per-tensor overhead); a reader
-    peeks at each chunk's name field, which sits right after the 12-byte frame. The
-    chunk CRC is checked later, when the chosen tensor is actually read.
+    peeks at the names at the start of the chunk body (a TNSR's name right after the
+    12-byte frame; a TGRP's member list). The chunk CRC is checked later, when the
+    chosen tensor is actually read.
     """
     start = offset + schema.CHUNK_FRAME_SIZE
+    end = offset + length - schema.CHUNK_CRC_SIZE
     if offset < len(SIGNATURE) + 2 or length < schema.CHUNK_FRAME_SIZE + schema.CHUNK_CRC_SIZE + 2 or offset + length > tail:
         raise FormatError("index entry points outside the tensor chunks")
-    if bytes(view[offset + 8 : offset + 12]) != TNSR:
-        raise FormatError("index entry does not point at a TNSR chunk")
+    chunk_type = bytes(view[offset + 8 : offset + 12])
+    if chunk_type == TGRP:
+        raw = _parse_struct(schema.GroupHeader, view[start:end], "TGRP chunk")
+        return [m.name for m in raw.members]  # type: ignore[attr-defined]
+    if chunk_type != TNSR:
+        raise FormatError("index entry does not point at a tensor chunk")
     name_len = int.from_bytes(view[start : start + 2], "little")
-    if start + 2 + name_len > offset + length:
+    if start + 2 + name_len > end:
         raise FormatError("index entry points at a malformed TNSR chunk")
     try:
-        return bytes(view[start + 2 : start + 2 + name_len]).decode("utf-8")
+        return [bytes(view[start + 2 : start + 2 + name_len]).decode("utf-8")]
     except UnicodeDecodeError:
         raise FormatError("tensor name is not valid UTF-8") from None
 
 
 def read_tensor(data: bytes | memoryview, name: str, *, limits: Limits = DEFAULT_LIMITS) -> TensorRecord:
-    """One tensor's record, found through the index: the other tensors are not read."""
+    """The record holding tensor ``name`` (a TNSR, or the TGRP group it belongs to),
+    found through the index: the other tensors are not read."""
     index = read_index(data)
     if name not in index:
         raise InputError(f"no tensor named {name!r} in the index")
@@ -447,9 +555,12 @@ def read_tensor(data: bytes | memoryview, name: str, *, limits: Limits = DEFAULT
     if offset + length > len(view):
         raise FormatError("index entry points past the end of the file")
     offset_chunk = next(_iter_chunks(view[: offset + length], offset))
-    if offset_chunk[1] != TNSR:
-        raise FormatError("index entry does not point at a TNSR chunk")
-    record = _tensor_from(offset_chunk[2], limits)
-    if record.name != name:
+    if offset_chunk[1] == TNSR:
+        record = _tensor_from(offset_chunk[2], limits)
+    elif offset_chunk[1] == TGRP:
+        record = _group_from(offset_chunk[2], limits)
+    else:
+        raise FormatError("index entry does not point at a tensor chunk")
+    if name not in record.names:
         raise FormatError("index entry names a different tensor")
     return record

@@ -122,6 +122,23 @@ TensorHeader = Struct(
     "shape" / Array(this.ndim, VarInt),
     "stages" / PrefixedArray(Int8ul, Stage),
 )
+GroupMember = Struct(
+    "name" / Utf8Short,
+    "dtype" / Int8ul,
+    "role" / Int8ul,
+    "ndim" / Int8ul,
+    "shape" / Array(this.ndim, VarInt),
+)
+GroupHeader = Struct(
+    "members" / PrefixedArray(Int16ul, GroupMember),
+    "combine" / Int8ul,
+    "stages" / PrefixedArray(Int8ul, Stage),
+)
+GroupBody = Struct(
+    "header" / GroupHeader,
+    "payload" / GreedyBytes,
+)
+
 TensorBody = Struct(
     "header" / TensorHeader,
     "payload" / GreedyBytes,

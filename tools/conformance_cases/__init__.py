@@ -137,6 +137,16 @@ def frame(ctype: bytes, body: bytes) -> bytes:
     return len(body).to_bytes(8, "little") + ctype + body + crc.to_bytes(4, "little")
 
 
+def uvarint(value: int) -> bytes:
+    """Unsigned LEB128 (FORMAT.md §1)."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def reframe(
     data: bytes,
     *,
@@ -155,14 +165,13 @@ def reframe(
     if edit is not None:
         body_chunks = edit(body_chunks)
     out = bytearray(SIGNATURE + bytes([old_major if major is None else major, old_minor if minor is None else minor]))
-    offsets: list[tuple[str, int, int]] = []
+    offsets: list[tuple[int, int]] = []
     framed = []
     pos = len(out)
     for ctype, body in body_chunks:
         chunk = frame(ctype, body)
-        if ctype == b"TNSR":
-            name_len = int.from_bytes(body[:2], "little")
-            offsets.append((body[2 : 2 + name_len].decode("utf-8"), pos, len(chunk)))
+        if ctype in (b"TNSR", b"TGRP"):
+            offsets.append((pos, len(chunk)))
         framed.append((ctype, chunk))
         pos += len(chunk)
     index_offset = 0
@@ -170,9 +179,8 @@ def reframe(
         if ctype == b"indx":
             index_offset = len(out)
             entries = bytearray(len(offsets).to_bytes(4, "little"))
-            for name, off, length in offsets:
-                raw = name.encode("utf-8")
-                entries += len(raw).to_bytes(2, "little") + raw + off.to_bytes(8, "little") + length.to_bytes(8, "little")
+            for off, length in offsets:
+                entries += uvarint(off) + uvarint(length)
             chunk = frame(b"indx", bytes(entries))
         out += chunk
     digest = hashlib.sha256(bytes(out)).digest()
@@ -180,4 +188,4 @@ def reframe(
     return bytes(out)
 
 
-__all__ = ["Case", "build", "encode_tensor", "frame", "marker", "reframe", "rng", "split_chunks"]
+__all__ = ["Case", "build", "encode_tensor", "frame", "marker", "reframe", "rng", "split_chunks", "uvarint"]

@@ -12,9 +12,9 @@ from nnupdate.codecs.rans import Rans
 from nnupdate.codecs.raw import Raw
 from nnupdate.codecs.uniform import Uniform
 from nnupdate.codecs.zstd import Zstd
-from nnupdate.format import Combine, Role, UpdateKind
+from nnupdate.format import Combine, Member, Role, UpdateKind
 
-from . import Case, build, encode_tensor, reframe, rng
+from . import Case, build, encode_tensor, reframe, rng, uvarint
 
 # ----------------------------------------------------------------------------- models
 
@@ -193,21 +193,12 @@ def _edit_first_tnsr(fn):  # type: ignore[no-untyped-def]
     def edit(chunks: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         out, done = [], False
         for ctype, body in chunks:
-            if ctype == b"TNSR" and not done:
+            if ctype == b"TNSR" and not done and _stage_count(body) > 0:
                 body, done = fn(body), True
             out.append((ctype, body))
         return out
 
     return edit
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _skip_shape(body: bytes, at: int, ndim: int) -> int:
@@ -219,12 +210,18 @@ def _skip_shape(body: bytes, at: int, ndim: int) -> int:
     return at
 
 
+def _stage_count(body: bytes) -> int:
+    name_len = int.from_bytes(body[:2], "little")
+    at = 2 + name_len + 3
+    return body[_skip_shape(body, at + 1, body[at])]
+
+
 def _set_shape(body: bytes, dims: list[int]) -> bytes:
     name_len = int.from_bytes(body[:2], "little")
     at = 2 + name_len + 3
     ndim = body[at]
     end = _skip_shape(body, at + 1, ndim)
-    return body[:at] + bytes([len(dims)]) + b"".join(_uvarint(d) for d in dims) + body[end:]
+    return body[:at] + bytes([len(dims)]) + b"".join(uvarint(d) for d in dims) + body[end:]
 
 
 def _set_codec_id(body: bytes, codec_id: int) -> bytes:
@@ -247,6 +244,21 @@ def _first_tensor_rans() -> bytes:
     return build([record], kind=UpdateKind.FULL)
 
 
+def _group(dtypes_: tuple[str, str] = ("float32", "float32")) -> bytes:
+    """A TGRP of a 3x2 and a 4-element tensor: uniform levels -7..7 through rans."""
+    g = rng(21)
+    levels = g.integers(-7, 8, size=10).astype(np.int32)
+    record = encode_tensor("", levels.astype(np.float64) * 0.25, [Uniform(0.25), Rans()], dtype="float32",
+                           combine=Combine.ADD)
+    record.members = [Member("grp.a", dtypes_[0], (3, 2), Role.WEIGHT), Member("grp.b", dtypes_[1], (4,), Role.BIAS)]
+    return build([record])
+
+
+def _group_expected() -> dict[str, np.ndarray]:
+    levels = rng(21).integers(-7, 8, size=10).astype(np.float32) * np.float32(0.25)
+    return {"grp.a": levels[:6].reshape(3, 2), "grp.b": levels[6:]}
+
+
 NEGATIVE = [
     Case("core-neg-signature-text-mode", "CR LF in the signature turned into LF (text-mode transfer)",
          lambda: _small().replace(b"\r\n", b"\n", 1), error="FormatError"),
@@ -265,6 +277,8 @@ NEGATIVE = [
          lambda: reframe(_small(), edit=lambda c: c[:1] + [(b"ZZZZ", b"")] + c[1:]), error="UnsupportedError"),
     Case("core-neg-unknown-codec", "a stage with unregistered codec id 0x0FFF",
          lambda: reframe(_small(), edit=_edit_first_tnsr(lambda b: _set_codec_id(b, 0x0FFF))), error="UnsupportedError"),
+    Case("core-neg-group-dtypes", "a TGRP whose members have different element types",
+         lambda: _group(("float32", "float16")), error="FormatError"),
     Case("core-neg-elements-limit", "a tensor declaring 2**40 elements (refused before allocating)",
          lambda: reframe(_small(), edit=_edit_first_tnsr(lambda b: _set_shape(b, [2**20, 2**20]))), error="LimitError"),
     Case("core-neg-dim-product", "an empty tensor whose non-zero dimensions multiply past 2**53",
@@ -306,6 +320,8 @@ def _bump_count(head: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
 # ----------------------------------------------------------------------------- cases
 
 CASES = [
+    Case("core-group", "a TGRP group: uniform(0.25) | rans over a 3x2 and a 4-element member, split in member order",
+         _group, expected=_group_expected),
     Case("core-lossless-xor", "codec raw: float deltas as XOR of bit patterns (raw or raw|zstd), KEEP, REMOVE, "
          "REPLACE, integer ADD; apply reproduces NEW bit-exactly", lambda: _encode("raw", round=1), base=_base,
          applied=_new),
