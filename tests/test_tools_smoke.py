@@ -166,7 +166,9 @@ def test_bench_run_writes_all_outputs(tmp_path: Path, monkeypatch: pytest.Monkey
     for name in ("results.json", "results.csv", "summary.md", "rd.png"):
         assert (tmp_path / name).stat().st_size > 0
     specs = {p["spec"] for p in result["points"]}
-    assert {"fp16", "zstd:level=3", "zstd:level=19", "uniform:max_rel_error=0.1"} <= specs
+    assert {"fp16", "zstd:level=3", "zstd:level=19", "zstd-f32:level=19", "uniform:max_rel_error=0.1"} <= specs
+    direct = next(p for p in result["points"] if p["spec"] == "zstd-f32:level=3")
+    assert direct["rel_err"] < 1e-6 and 16 < direct["bpp"] < 33  # float32 bytes, barely compressible
     (row,) = [r for r in result["rd_summary"] if r["target_rel_err"] == 0.1]
     assert row["best_codec"] == "uniform" and row["best_bpp"] > 0
     assert "NNCodec skipped" in result["nncodec"]

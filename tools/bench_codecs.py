@@ -244,6 +244,39 @@ def measure_ours(workload: workloads.Workload, label: str, spec: str, updates: S
     return point
 
 
+def measure_zstd_direct(workload: workloads.Workload, level: int, repeats: int) -> Point:
+    """zstd on the raw float32 deltas themselves (no container, no codec policy): the general-purpose baseline."""
+    import zstandard
+
+    point = Point(workload.name, "zstd-f32", f"zstd-f32:level={level}")
+    for item in workload.float_deltas():
+        names = list(item)
+        raw = b"".join(np.ascontiguousarray(item[n], dtype="<f4").tobytes() for n in names)
+        enc_times, dec_times = [], []
+        packed, restored = b"", b""
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            packed = zstandard.ZstdCompressor(level=level).compress(raw)
+            t1 = time.perf_counter()
+            restored = zstandard.ZstdDecompressor().decompress(packed)
+            t2 = time.perf_counter()
+            enc_times.append(t1 - t0)
+            dec_times.append(t2 - t1)
+        point.encode_s += statistics.median(enc_times)
+        point.decode_s += statistics.median(dec_times)
+        point.bytes += len(packed)
+        point.payload_bytes += len(packed)
+        decoded = np.frombuffer(restored, dtype="<f4")
+        offset = 0
+        for n in names:
+            size = item[n].size
+            _accumulate_distortion(point, item[n], decoded[offset : offset + size])
+            offset += size
+            point.params += size
+            point.float_params += size
+    return point
+
+
 def codec_specs(quick: bool, only: Iterable[str] | None = None) -> list[tuple[str, str]]:
     """(curve label, codec spec) for every registered codec and rate."""
     import typing
@@ -645,6 +678,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             points.append(p)
             print(f"[{time.perf_counter() - started:6.1f}s] {w.name} {spec}: bpp={_f(p.bpp)} err={_f(p.rel_err, '.4f')} {p.error[:80]}",
                   file=sys.stderr)
+        if not args.codecs or "zstd" in args.codecs.split(","):
+            for level in (3, 19):
+                points.append(measure_zstd_direct(w, level, args.sweep_repeats))
     timing: dict[str, Point] = {}
     nncodec_note = ""
     if args.no_nncodec:
