@@ -146,7 +146,8 @@ class _Tensors:
             size, err = self.overhead, 0.0
             for report in encode_records(self.update, codec)[1]:
                 size += report.payload_bytes
-                err += report.squared_error
+                if not report.statistic:  # as EncodeReport.relative_error
+                    err += report.squared_error
             self._cache[step] = (size, err)
         return self._cache[step]
 

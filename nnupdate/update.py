@@ -114,7 +114,8 @@ class Update:
         return sum(c.size for c in self.changes.values() if c.combine not in (Combine.KEEP, Combine.REMOVE))
 
 
-def _guess_role(name: str, array: np.ndarray) -> Role:
+def guess_role(name: str, array: np.ndarray) -> Role:
+    """A tensor's role from its name and type (PyTorch/Keras naming); UNKNOWN if unsure."""
     if array.dtype.kind in "iub":
         return Role.INT_BUFFER
     lowered = name.lower()
@@ -159,7 +160,7 @@ def diff(
         target = _as_array(value, name)
         dtype = tensor_dtype_name(target)
         shape = tuple(int(d) for d in target.shape)
-        role = _guess_role(name, target)
+        role = guess_role(name, target)
         if name not in base:
             changes[name] = TensorChange(name, dtype, shape, Combine.REPLACE, storage_view(target), role)
             continue
@@ -185,7 +186,7 @@ def diff(
             source = _as_array(base[name], name)
             referenced.append(name)
             changes[name] = TensorChange(
-                name, tensor_dtype_name(source), tuple(source.shape), Combine.REMOVE, None, _guess_role(name, source)
+                name, tensor_dtype_name(source), tuple(source.shape), Combine.REMOVE, None, guess_role(name, source)
             )
     return Update(
         changes,
@@ -211,7 +212,7 @@ def full(tensors: Mapping[str, np.ndarray], **header: object) -> Update:
     for name, value in tensors.items():
         array = _as_array(value, name)
         changes[name] = TensorChange(
-            name, tensor_dtype_name(array), tuple(array.shape), Combine.REPLACE, storage_view(array), _guess_role(name, array)
+            name, tensor_dtype_name(array), tuple(array.shape), Combine.REPLACE, storage_view(array), guess_role(name, array)
         )
     return Update(changes, kind=UpdateKind.FULL, **header)  # type: ignore[arg-type]
 
@@ -230,6 +231,8 @@ class TensorReport:
     pipeline: str
     squared_error: float = 0.0
     squared_norm: float = 0.0
+    #: a running statistic: coded with a step of its own, kept out of the update's error
+    statistic: bool = False
 
 
 @dataclass
@@ -250,20 +253,35 @@ class EncodeReport:
 
     @property
     def relative_error(self) -> float:
-        norm = sum(t.squared_norm for t in self.tensors)
-        return float(np.sqrt(sum(t.squared_error for t in self.tensors) / norm)) if norm > 0 else 0.0
+        """||delta - decoded|| / ||delta|| over the learned float tensors.
+
+        Running statistics are left out, as in rate control (``Update.float_deltas``):
+        their deltas can dwarf the weights', and they are coded at a fixed 1% error of
+        their own (:attr:`statistics_relative_error`).
+        """
+        return _relative([t for t in self.tensors if not t.statistic])
+
+    @property
+    def statistics_relative_error(self) -> float:
+        return _relative([t for t in self.tensors if t.statistic])
 
     @property
     def mse(self) -> float:
-        n = sum(t.elements for t in self.tensors if t.squared_norm > 0)
-        return sum(t.squared_error for t in self.tensors) / n if n else 0.0
+        learned = [t for t in self.tensors if not t.statistic and t.squared_norm > 0]
+        n = sum(t.elements for t in learned)
+        return sum(t.squared_error for t in learned) / n if n else 0.0
+
+
+def _relative(reports: list[TensorReport]) -> float:
+    norm = sum(t.squared_norm for t in reports)
+    return float(np.sqrt(sum(t.squared_error for t in reports) / norm)) if norm > 0 else 0.0
 
 
 def encode_change(change: TensorChange, codec: Codec) -> tuple[TensorRecord, TensorReport]:
     """Code one tensor change: run the plan's array stages once, keep the smallest tail."""
     plan = codec.plan(change)
     record = TensorRecord(change.name, change.dtype, change.shape, plan.combine, change.role)
-    report = TensorReport(change.name, plan.combine, change.size, 0, "")
+    report = TensorReport(change.name, plan.combine, change.size, 0, "", statistic=change.role == Role.STATISTIC)
     if plan.combine in (Combine.KEEP, Combine.REMOVE):
         return record, report
     values = change.values_for(plan.combine)

@@ -56,9 +56,19 @@ def _deltas(item: workloads.Item) -> dict[str, np.ndarray]:
 
 
 def _rel_error(item: workloads.Item, rec: dict[str, np.ndarray]) -> tuple[float, float]:
-    """(squared error, squared norm) of a reconstructed delta dict against the item's delta."""
+    """(squared error, squared norm) of a reconstructed delta dict against the item's delta.
+
+    Over the learned tensors only, for both coders: running statistics are observed, not
+    learned, and their deltas can outweigh the weights' (nnupdate codes them at 1% error
+    of their own and reports them apart; NNCodec's bytes for them still count).
+    """
+    from nnupdate.format import Role
+    from nnupdate.update import guess_role
+
     err = norm = 0.0
     for k, d in _deltas(item).items():
+        if guess_role(k, d) == Role.STATISTIC:
+            continue
         r = np.asarray(rec[k], dtype=np.float64).reshape(d.shape) - d
         err += float(np.sum(r * r))
         norm += float(np.sum(d * d))
