@@ -94,6 +94,9 @@ class Codec:
     summary: ClassVar[str] = ""
     #: whether small float deltas may be coded together as one TGRP group
     groupable: ClassVar[bool] = True
+    #: whether running statistics get their own step (quantizers whose step or sparsity is
+    #: set for the weights); casts and lossless-ish coders treat them like any tensor
+    separate_statistics: ClassVar[bool] = True
 
     def prepare(self: C, update: Update) -> C:
         """Resolve update-wide choices (a global step from a rate target); default: none."""
@@ -106,7 +109,7 @@ class Codec:
             return Plan(change.combine, (), LOSSLESS_INT_TAILS)
         if change.combine == Combine.REPLACE:
             return Plan(Combine.REPLACE, (), LOSSLESS_BYTES_TAILS)
-        if change.role == Role.STATISTIC and not self.lossless and change.data is not None:
+        if change.role == Role.STATISTIC and self.separate_statistics and not self.lossless and change.data is not None:
             return plan_statistic(change)
         return self.plan_float_delta(change)
 
@@ -194,6 +197,7 @@ class ZstdCodec(Codec):
     """zstd on the float deltas in the tensor's own type (the general-purpose baseline)."""
 
     name = "zstd"
+    separate_statistics = False
     summary = "zstd on raw float deltas"
     level: int = 3
 
@@ -207,6 +211,7 @@ class Fp16Codec(Codec):
     """Deltas cast to IEEE half precision."""
 
     name = "fp16"
+    separate_statistics = False
     summary = "deltas cast to float16"
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
@@ -219,6 +224,7 @@ class Bf16Codec(Codec):
     """Deltas cast to bfloat16."""
 
     name = "bf16"
+    separate_statistics = False
     summary = "deltas cast to bfloat16"
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
