@@ -281,11 +281,19 @@ def plan_statistic(change: TensorChange) -> Plan:
     step of the weights (see ``Update.float_deltas``). Sparsifying or sign-coding them
     would corrupt the model's normalisation, so no codec's own pipeline sees them.
     """
-    from ..rate import step_for_max_rel_error
+    from ..rate import relative_error
 
     assert change.data is not None
-    step = step_for_max_rel_error([np.asarray(change.data, dtype=np.float64)], STATISTIC_REL_ERROR)
-    return Plan(Combine.ADD, (Uniform(step),), entropy_tails("auto"))
+    x = np.asarray(change.data, dtype=np.float64).reshape(-1)
+    norm = float(np.sqrt(np.einsum("i,i->", x, x)))
+    if norm == 0.0:
+        return Plan(Combine.ADD, (Uniform(1.0),), entropy_tails("auto"))
+    # At 1% error the step is far below the values' spread, where rounding error is
+    # uniform: rms = step / sqrt(12). Start there and halve until the target holds.
+    step = STATISTIC_REL_ERROR * norm * np.sqrt(12.0 / x.size)
+    while relative_error([x], step) > STATISTIC_REL_ERROR:
+        step /= 2
+    return Plan(Combine.ADD, (Uniform(float(step)),), entropy_tails("auto", x.size))
 
 
 def _tensor_seed(seed: int, name: str) -> int:
