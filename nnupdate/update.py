@@ -287,18 +287,7 @@ def encode_change(change: TensorChange, codec: Codec) -> tuple[TensorRecord, Ten
     values = change.values_for(plan.combine)
     spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, plan.combine))
     symbols, symbol_spec, prefix = pipelines.run_array_stages(plan.prefix, values.reshape(change.shape), spec)
-    best: tuple[bytes, list] | None = None
-    failures = []
-    for tail in plan.tails:
-        try:
-            payload, resolved = pipelines.run_tail(tail, symbols, symbol_spec)
-        except CodecError as exc:
-            failures.append(str(exc))
-            continue
-        if best is None or len(payload) < len(best[0]):
-            best = (payload, resolved)
-    if best is None:
-        raise CodecError(f"{change.name}: no entropy stage could code it ({'; '.join(failures)})")
+    best = pipelines.smallest_tail(plan.tails, symbols, symbol_spec, change.name)
     stages = Pipeline(tuple(prefix + best[1]))
     record.stages = [s.record() for s in stages.stages]
     record.payload = best[0]

@@ -13,14 +13,13 @@ Decoding is the state machine in int64 then one binary64 multiply by ``step``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import dtypes
 from ..errors import CodecError
-from ..format import ParamValue
-from .base import ArraySpec, ArrayToArray, register
+from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import layout
 
 _LIMIT = (1 << 30) - 1
@@ -88,16 +87,13 @@ class DependentQuantizer(ArrayToArray):
     codec_id = 0x001B
     name = "dq"
     step: float = 1e-3
-    lam: float = 0.1
+    lam: float = field(default=0.1, metadata=ENCODER_ONLY)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.step) and self.step > 0):
             raise ValueError("step must be a positive finite number")
         if not (np.isfinite(self.lam) and self.lam >= 0):
             raise ValueError("lam must be a finite number >= 0")
-
-    def params(self) -> dict[str, ParamValue]:
-        return {"step": self.step}
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
         return ArraySpec(spec.shape, "int32")

@@ -78,6 +78,29 @@ def run_tail(tail: Sequence[Stage], values: np.ndarray, spec: ArraySpec) -> tupl
     return data, resolved
 
 
+def smallest_tail(
+    tails: Sequence[Sequence[Stage]], values: np.ndarray, spec: ArraySpec, name: str
+) -> tuple[bytes, list[Stage]]:
+    """Encode ``values`` through every candidate tail and keep the smallest payload.
+
+    Which entropy stage wins is decided by measured bytes; a tail that cannot code the
+    values (CodecError) is skipped, and only if none can is the error raised.
+    """
+    best: tuple[bytes, list[Stage]] | None = None
+    failures = []
+    for tail in tails:
+        try:
+            payload, resolved = run_tail(tail, values, spec)
+        except CodecError as exc:
+            failures.append(str(exc))
+            continue
+        if best is None or len(payload) < len(best[0]):
+            best = (payload, resolved)
+    if best is None:
+        raise CodecError(f"{name}: no entropy stage could code it ({'; '.join(failures)})")
+    return best
+
+
 def decode(pipeline: Pipeline, payload: bytes, spec: ArraySpec) -> np.ndarray:
     """Rebuild the array of ``spec`` from ``payload``; every defect raises CodecError."""
     specs = [spec]

@@ -19,7 +19,7 @@ rate controller therefore searches a single step.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -27,8 +27,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import CodecError, InputError
-from ..format import Combine, ParamValue
-from .base import ArraySpec, ArrayToArray, register
+from ..format import Combine
+from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import Context, layout
 from .presets import Codec, Plan, register_codec
 from .uniform import quantize
@@ -73,17 +73,14 @@ class RdoqQuantizer(ArrayToArray):
     codec_id = 0x001A
     name = "rdoq"
     step: float = 1e-3
-    lam: float = 0.1
-    ngt: int = 4
+    lam: float = field(default=0.1, metadata=ENCODER_ONLY)
+    ngt: int = field(default=4, metadata=ENCODER_ONLY)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.step) and self.step > 0):
             raise ValueError("step must be a positive finite number")
         if not (np.isfinite(self.lam) and self.lam >= 0):
             raise ValueError("lam must be a finite number >= 0")
-
-    def params(self) -> dict[str, ParamValue]:
-        return {"step": self.step}
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
         return ArraySpec(spec.shape, "int32")

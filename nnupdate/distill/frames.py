@@ -159,18 +159,7 @@ def _best_record(
 ) -> TensorRecord:
     """The tensor record with the smallest payload over ``tails`` (measured bytes)."""
     spec = ArraySpec(tuple(int(d) for d in symbols.shape), str(symbols.dtype))
-    best: tuple[bytes, list[Stage]] | None = None
-    failures = []
-    for tail in tails:
-        try:
-            payload, resolved = pipelines.run_tail(tail, symbols, spec)
-        except CodecError as exc:
-            failures.append(str(exc))
-            continue
-        if best is None or len(payload) < len(best[0]):
-            best = (payload, resolved)
-    if best is None:
-        raise CodecError(f"{name}: no entropy stage could code it ({'; '.join(failures)})")
+    best = pipelines.smallest_tail(tails, symbols, spec, name)
     stages = list(prefix) + best[1]
     return TensorRecord(name, dtype, shape, combine, Role.LABELS, [s.record() for s in stages], best[0])
 
