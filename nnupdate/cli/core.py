@@ -101,17 +101,24 @@ def encode(
         "ratio_vs_float32": float_bytes / len(report.data) if report.data else 0.0,
         "relative_l2_error": report.relative_error,
         "mse": report.mse,
+        "statistics_relative_l2_error": report.statistics_relative_error,
         "encode_seconds": seconds,
-        "tensors": len(report.tensors),
+        "tensors": len(update.changes),
+        "records": len(report.tensors),  # TNSR chunks plus TGRP groups
         "tensor_digest_bytes": digest_bytes,
     }
     if json_:
         emit_json(summary)
         return
     console().print(
-        f"wrote [bold]{output}[/] ({human_bytes(len(report.data))}, {len(report.tensors)} tensors) with {report.codec}\n"
+        f"wrote [bold]{output}[/] ({human_bytes(len(report.data))}, {len(update.changes)} tensors in {len(report.tensors)} records) with {report.codec}\n"
         f"  {summary['bits_per_parameter']:.3f} bits/param, {summary['ratio_vs_float32']:.1f}x smaller than float32\n"
         f"  relative L2 error {summary['relative_l2_error']:.4g}, MSE {summary['mse']:.4g}, {seconds:.2f} s"
+        + (
+            f"\n  running statistics (coded apart): relative L2 error {report.statistics_relative_error:.4g}"
+            if any(t.statistic for t in report.tensors)
+            else ""
+        )
     )
 
 
