@@ -29,6 +29,7 @@ DEFAULT_COMPARE = (
     "rd:max_rel_error=0.8+ef",
     "rd:target_bits=0.84",
     "qsgd:s=1",
+    "qsgd:s=1,bucket=32768",
     "m22:levels=4,M=0+ef",
     "m22:levels=4,M=2+ef",
     "topk:fraction=0.01+ef",
