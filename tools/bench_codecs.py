@@ -180,7 +180,7 @@ def measure_ours(workload: workloads.Workload, label: str, spec: str, updates: S
     from nnupdate.codecs.base import ArraySpec
     from nnupdate.codecs.pipeline import run_array_stages
     from nnupdate.codecs.presets import parse_codec
-    from nnupdate.format import Combine
+    from nnupdate.format import Combine, Role
     from nnupdate.update import decode, encode_with_report, pipeline_dtype
 
     point = Point(workload.name, label, spec)
@@ -222,6 +222,8 @@ def measure_ours(workload: workloads.Workload, label: str, spec: str, updates: S
             truth = change.data if change.combine == Combine.ADD else np.zeros(change.shape)
             if change.combine not in (Combine.ADD, Combine.KEEP):
                 continue
+            if change.role == Role.STATISTIC:
+                continue  # running statistics: coded apart, outside the error (EncodeReport.relative_error)
             _accumulate_distortion(point, truth, _decoded_delta(decoded.changes[name], dtypes, Combine, truth))
             # order-0 entropy of the quantizer's symbols (only for pipelines with array stages)
             if change.combine != Combine.ADD:
