@@ -299,6 +299,34 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
 # ----------------------------------------------------------------------------- decoder
 
 
+@njit(cache=True, inline="always")
+def _dec_bit(dc: np.ndarray, data: np.ndarray, p0: int) -> int:  # pragma: no cover - compiled
+    """One binary decision with P(0) = p0 / 2**PROB_BITS; mirror of :func:`_enc_bit`.
+
+    dc = [code, range, pos]; bytes past the end of ``data`` read as zero.
+    """
+    bound = (dc[1] >> PROB_BITS) * p0
+    if dc[0] < bound:
+        dc[1] = bound
+        bit = 0
+    else:
+        dc[0] -= bound
+        dc[1] -= bound
+        bit = 1
+    while dc[1] < TOP:
+        dc[1] <<= 8
+        dc[0] = (dc[0] << 8) | (int(data[dc[2]]) if dc[2] < data.shape[0] else 0)
+        dc[2] += 1
+    return bit
+
+
+@njit(cache=True, inline="always")
+def _dec_ctx(dc: np.ndarray, data: np.ndarray, state: np.ndarray, ctx: int) -> int:  # pragma: no cover - compiled
+    bit = _dec_bit(dc, data, _prob(state, ctx))
+    _adapt(state, ctx, bit)
+    return bit
+
+
 @njit(cache=True)
 def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
     """Levels and a status: 0 ok, 2 code >= range, 3 magnitude overflow, 4 trailing bytes, 5 check bits differ.
@@ -313,23 +341,10 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
     code = 0
     for j in range(4):
         code = (code << 8) | (int(data[j]) if j < size else 0)
-    rng = 0xFFFFFFFF
-    pos = 4
-    if code >= rng:
+    dc = np.array([code, 0xFFFFFFFF, 4], dtype=np.int64)
+    if dc[0] >= dc[1]:
         return out, 2
-    # adaptation profile: one bypass bin before the first row
-    bound = (rng >> PROB_BITS) * HALF
-    if code < bound:
-        rng = bound
-        profile = 0
-    else:
-        code -= bound
-        rng -= bound
-        profile = 1
-    while rng < TOP:
-        rng <<= 8
-        code = (code << 8) | (int(data[pos]) if pos < size else 0)
-        pos += 1
+    profile = _dec_bit(dc, data, HALF)  # adaptation profile: one bypass bin before the first row
     state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
@@ -337,23 +352,7 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
     act = 0
     for r in range(rows):
         base = r * rowlen
-        # --- one context-coded bin (inlined below as the same 12 lines each time)
-        ctx = CTX_SKIP + prev_skipped
-        p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
-        bound = (rng >> PROB_BITS) * p0
-        if code < bound:
-            rng = bound
-            bit = 0
-        else:
-            code -= bound
-            rng -= bound
-            bit = 1
-        _adapt(state, ctx, bit)
-        while rng < TOP:
-            rng <<= 8
-            code = (code << 8) | (int(data[pos]) if pos < size else 0)
-            pos += 1
-        skip = 1 - bit
+        skip = 1 - _dec_ctx(dc, data, state, CTX_SKIP + prev_skipped)
         prev_skipped = skip
         if skip == 1:
             for i in range(rowlen):
@@ -366,105 +365,33 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
         for i in range(rowlen):
             c = prev[i]
             ctx = _sig_ctx(a, b, _col_class(colact[i]), act) + (60 if dqs >= 2 else 0)
-            p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
-            bound = (rng >> PROB_BITS) * p0
-            if code < bound:
-                rng = bound
-                bit = 0
-            else:
-                code -= bound
-                rng -= bound
-                bit = 1
-            _adapt(state, ctx, bit)
-            while rng < TOP:
-                rng <<= 8
-                code = (code << 8) | (int(data[pos]) if pos < size else 0)
-                pos += 1
             m = 0
             q = 0
             neg = 0
-            if bit == 1:
-                ctx = CTX_SIGN + sa
-                p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
-                bound = (rng >> PROB_BITS) * p0
-                if code < bound:
-                    rng = bound
-                    neg = 0
-                else:
-                    code -= bound
-                    rng -= bound
-                    neg = 1
-                _adapt(state, ctx, neg)
-                while rng < TOP:
-                    rng <<= 8
-                    code = (code << 8) | (int(data[pos]) if pos < size else 0)
-                    pos += 1
+            if _dec_ctx(dc, data, state, ctx) == 1:
+                neg = _dec_ctx(dc, data, state, CTX_SIGN + sa)
                 m = 1
                 g = CTX_GT + _gt_class(a, b, c)
                 k = 1
                 while k <= ngt:
-                    ctx = g + (k - 1) * NUM_GT_CLASSES
-                    p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
-                    bound = (rng >> PROB_BITS) * p0
-                    if code < bound:
-                        rng = bound
-                        bit = 0
-                    else:
-                        code -= bound
-                        rng -= bound
-                        bit = 1
-                    _adapt(state, ctx, bit)
-                    while rng < TOP:
-                        rng <<= 8
-                        code = (code << 8) | (int(data[pos]) if pos < size else 0)
-                        pos += 1
-                    if bit == 0:
+                    if _dec_ctx(dc, data, state, g + (k - 1) * NUM_GT_CLASSES) == 0:
                         break
                     m = k + 1
                     k += 1
                 if m > ngt:
                     nbits = 0
-                    while True:
-                        ctx = _eg_ctx(eg_base, a, b, c, nbits)
-                        p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
-                        bound = (rng >> PROB_BITS) * p0
-                        if code < bound:
-                            rng = bound
-                            bit = 0
-                        else:
-                            code -= bound
-                            rng -= bound
-                            bit = 1
-                        _adapt(state, ctx, bit)
-                        while rng < TOP:
-                            rng <<= 8
-                            code = (code << 8) | (int(data[pos]) if pos < size else 0)
-                            pos += 1
-                        if bit == 0:
-                            break
+                    while _dec_ctx(dc, data, state, _eg_ctx(eg_base, a, b, c, nbits)) == 1:
                         nbits += 1
                         if nbits > MAX_EG_PREFIX:
                             return out, 3
                     v = 1
                     for _ in range(nbits):
-                        bound = (rng >> PROB_BITS) * HALF
-                        if code < bound:
-                            rng = bound
-                            bit = 0
-                        else:
-                            code -= bound
-                            rng -= bound
-                            bit = 1
-                        while rng < TOP:
-                            rng <<= 8
-                            code = (code << 8) | (int(data[pos]) if pos < size else 0)
-                            pos += 1
-                        v = (v << 1) | bit
+                        v = (v << 1) | _dec_bit(dc, data, HALF)
                     m = ngt + v
                     if m > MAX_MAGNITUDE:
                         return out, 3
                 q = -m if neg == 1 else m
-            if code >= rng:  # a sound stream keeps code < range; garbage is refused here
+            if dc[0] >= dc[1]:  # a sound stream keeps code < range; garbage is refused here
                 return out, 2
             out[base + i] = q
             sa = 0 if q == 0 else (1 if q > 0 else 2)
@@ -477,22 +404,10 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
                 dqs = _dq_next(dqs, m & 1)
     got = 0
     for _ in range(check):
-        bound = (rng >> PROB_BITS) * HALF
-        if code < bound:
-            rng = bound
-            bit = 0
-        else:
-            code -= bound
-            rng -= bound
-            bit = 1
-        while rng < TOP:
-            rng <<= 8
-            code = (code << 8) | (int(data[pos]) if pos < size else 0)
-            pos += 1
-        got = (got << 1) | bit
+        got = (got << 1) | _dec_bit(dc, data, HALF)
     if got != (CHECK_PATTERN & ((1 << check) - 1)):
         return out, 5
-    if size > pos or (size > 0 and data[size - 1] == 0):
+    if size > dc[2] or (size > 0 and data[size - 1] == 0):
         return out, 4
     return out, 0
 
