@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import dtypes
 from ..errors import CodecError
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import layout
+from .uniform import check_step, reconstruct
 
 _LIMIT = (1 << 30) - 1
 
@@ -90,10 +90,7 @@ class DependentQuantizer(ArrayToArray):
     lam: float = field(default=0.1, metadata=ENCODER_ONLY)
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.step) and self.step > 0):
-            raise ValueError("step must be a positive finite number")
-        if not (np.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError("lam must be a finite number >= 0")
+        check_step(self.step, self.lam)
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
         return ArraySpec(spec.shape, "int32")
@@ -103,7 +100,4 @@ class DependentQuantizer(ArrayToArray):
         return levels.astype(np.int32).reshape(spec.shape), DependentQuantizer(self.step)
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
-        if not dtypes.is_float(spec.dtype):
-            raise CodecError(f"dq: cannot reconstruct {spec.dtype}")
-        index = dq_reconstruct(encoded, spec.shape)
-        return dtypes.from_float64((index.astype(np.float64) * self.step).reshape(spec.shape), spec.dtype)
+        return reconstruct(dq_reconstruct(encoded, spec.shape), self.step, spec, self.name)

@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import dtypes
 from ..errors import CodecError, InputError
 from ..format import Combine
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import Context, layout
 from .presets import Codec, Plan, register_codec
-from .uniform import quantize
+from .uniform import check_step, quantize, reconstruct
 
 if TYPE_CHECKING:
     from ..update import EncodeReport, TensorChange, Update
@@ -77,10 +76,7 @@ class RdoqQuantizer(ArrayToArray):
     ngt: int = field(default=4, metadata=ENCODER_ONLY)
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.step) and self.step > 0):
-            raise ValueError("step must be a positive finite number")
-        if not (np.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError("lam must be a finite number >= 0")
+        check_step(self.step, self.lam)
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
         return ArraySpec(spec.shape, "int32")
@@ -90,9 +86,7 @@ class RdoqQuantizer(ArrayToArray):
         return levels.astype(np.int32).reshape(spec.shape), RdoqQuantizer(self.step)
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
-        if not dtypes.is_float(spec.dtype):
-            raise CodecError(f"rdoq: cannot reconstruct {spec.dtype}")
-        return dtypes.from_float64(encoded.astype(np.float64) * self.step, spec.dtype)
+        return reconstruct(encoded, self.step, spec, self.name)
 
     def max_abs_error(self) -> float:
         """RDOQ may round a value to zero: the error is bounded by the value itself, not step/2."""

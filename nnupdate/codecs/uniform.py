@@ -38,6 +38,25 @@ def quantize(values: np.ndarray, step: float, rounding: str, seed: int) -> np.nd
     return levels.astype(np.int32)
 
 
+def reconstruct(levels: np.ndarray, step: float, spec: ArraySpec, stage: str) -> np.ndarray:
+    """``levels * step`` computed in binary64 and rounded once to the tensor's float type.
+
+    The reconstruction of every step quantizer (uniform, rdoq, dq): one IEEE
+    multiplication and one rounding, identical on every platform.
+    """
+    if not dtypes.is_float(spec.dtype):
+        raise CodecError(f"{stage}: cannot reconstruct {spec.dtype}")
+    return dtypes.from_float64((levels.astype(np.float64) * step).reshape(spec.shape), spec.dtype)
+
+
+def check_step(step: float, lam: float = 0.0) -> None:
+    """Refuse a step that is not positive and finite, or a negative/non-finite lambda."""
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError("step must be a positive finite number")
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError("lam must be a finite number >= 0")
+
+
 @register
 @dataclass(frozen=True)
 class Uniform(ArrayToArray):
@@ -51,8 +70,7 @@ class Uniform(ArrayToArray):
     seed: int = field(default=0, metadata=ENCODER_ONLY)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.step) and self.step > 0):
-            raise ValueError("step must be a positive finite number")
+        check_step(self.step)
         if self.rounding not in ("nearest", "stochastic"):
             raise ValueError(f"rounding must be nearest or stochastic, not {self.rounding!r}")
 
@@ -63,9 +81,7 @@ class Uniform(ArrayToArray):
         return quantize(np.asarray(values, dtype=np.float64), self.step, self.rounding, self.seed), self
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
-        if not dtypes.is_float(spec.dtype):
-            raise CodecError(f"uniform: cannot reconstruct {spec.dtype}")
-        return dtypes.from_float64(encoded.astype(np.float64) * self.step, spec.dtype)
+        return reconstruct(encoded, self.step, spec, self.name)
 
     def max_abs_error(self) -> float:
         """Worst-case absolute error per element before rounding to the tensor type."""
