@@ -13,6 +13,7 @@ from nnupdate import dtypes
 from nnupdate.codecs.base import ArraySpec
 from nnupdate.codecs.rans import MAX_ALPHABET, Rans
 from nnupdate.codecs.raw import Raw
+from nnupdate.errors import CodecError, FormatError
 from nnupdate.fingerprint import storage_view
 from nnupdate.format import Combine
 
@@ -116,10 +117,13 @@ def test_cast_codecs(codec: str, tol: float) -> None:
 # ----------------------------------------------------------------------------- rANS
 
 
-def _rans_roundtrip(values: np.ndarray) -> bytes:
+def _rans_roundtrip(values: np.ndarray, lanes: int = 0) -> bytes:
+    """Round trip through rans; ``lanes`` 0 = the encoder's own choice, else forced."""
     spec = ArraySpec(values.shape, dtypes.name_of_array(values))
-    payload, stage = Rans().encode(values, spec)
-    out = stage.decode(payload, spec)
+    payload, stage = (Rans(lanes=lanes, auto_lanes=0) if lanes else Rans()).encode(values, spec)
+    if lanes:
+        assert stage.lanes == lanes
+    out = Rans.from_params(stage.params()).decode(payload, spec)  # as a reader rebuilds it
     assert out.dtype == values.dtype and out.shape == values.shape
     assert out.tobytes() == values.tobytes()
     return payload
@@ -148,6 +152,53 @@ def test_rans_special_streams() -> None:
     _rans_roundtrip(np.array([2**64 - 1, 0, 2**63], dtype=np.uint64))
     g = np.random.default_rng(0)
     _rans_roundtrip(g.integers(-(2**31), 2**31 - 1, size=5000, dtype=np.int32))  # huge alphabet: escapes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(INT_TYPES).flatmap(lambda t: hnp.arrays(np.dtype(t), hnp.array_shapes(min_dims=0, max_dims=2, max_side=120))),
+    st.integers(1, 32),
+)
+def test_rans_lanes_exact_on_arbitrary_integer_streams(values: np.ndarray, lanes: int) -> None:
+    _rans_roundtrip(values, lanes)
+
+
+def test_rans_lanes_special_streams() -> None:
+    g = np.random.default_rng(5)
+    laplace = np.rint(g.laplace(scale=4.0, size=10_000)).astype(np.int32)
+    for lanes in (2, 3, 8, 32):
+        _rans_roundtrip(laplace, lanes)
+        _rans_roundtrip(laplace[: lanes - 1], lanes)  # fewer symbols than lanes
+    _rans_roundtrip(np.concatenate([laplace, [2**31 - 1, -(2**31)]]).astype(np.int32), 4)  # escapes
+    _rans_roundtrip((np.int64(1) << 45) + laplace.astype(np.int64), 4)  # window beyond int32
+    _rans_roundtrip(laplace.astype(np.int16), 4)
+    _rans_roundtrip(np.full(5000, 3, dtype=np.int32), 4)  # single symbol: no states at all
+
+
+def test_rans_encoder_picks_lanes_by_size() -> None:
+    g = np.random.default_rng(6)
+    for n, lanes in ((1000, 1), (10_000, 4), (70_000, 8)):
+        values = np.rint(g.laplace(scale=4.0, size=n)).astype(np.int32)
+        _, stage = Rans().encode(values, ArraySpec((n,), "int32"))
+        assert stage.lanes == lanes
+        assert stage.params() == ({} if lanes == 1 else {"lanes": lanes})
+
+
+def test_rans_lanes_corruption_is_refused() -> None:
+    values = np.rint(np.random.default_rng(7).laplace(scale=4.0, size=3000)).astype(np.int32)
+    spec = ArraySpec(values.shape, "int32")
+    payload, stage = Rans(lanes=4, auto_lanes=0).encode(values, spec)
+    for lanes in (1, 2, 3, 5, 8):  # read with the wrong lane count
+        with pytest.raises(CodecError):
+            Rans(lanes=lanes).decode(payload, spec)
+    bad = bytearray(payload)
+    bad[-5] ^= 0x41
+    with pytest.raises(CodecError):
+        stage.decode(bytes(bad), spec)
+    with pytest.raises(FormatError):
+        Rans.from_params({"lanes": 0})
+    with pytest.raises(FormatError):
+        Rans.from_params({"lanes": 33})
 
 
 def test_rans_rate_near_entropy() -> None:

@@ -190,8 +190,11 @@ def stage_uniform(params: dict[str, object], levels: list[int], dtype: str) -> b
 
 
 def stage_rans(params: dict[str, object], payload: bytes, n: int) -> list[int]:
-    if params:
-        raise RefError("rans: takes no parameters")
+    if set(params) - {"lanes"}:
+        raise RefError("rans: unknown parameters")
+    lanes = params.get("lanes", 1)
+    if not isinstance(lanes, int) or not 1 <= lanes <= 32:
+        raise RefError("rans: lanes must be 1..32")
     if n == 0:
         if payload:
             raise RefError("rans: payload for an empty array")
@@ -215,13 +218,14 @@ def stage_rans(params: dict[str, object], payload: bytes, n: int) -> list[int]:
         nwords = r.uvarint()
         if nwords > n + 1:
             raise RefError("rans: too many words")
-        x = r.uint(8)
-        if not (1 << 31) <= x < (1 << 63):
+        states = [r.uint(8) for _ in range(lanes)]
+        if not all((1 << 31) <= x < (1 << 63) for x in states):
             raise RefError("rans: bad initial state")
         words = [r.uint(4) for _ in range(nwords)]
         slot_symbol = [s for s in range(alphabet) for _ in range(freq[s])]
         mask, p, symbols = (1 << prec) - 1, 0, []
-        for _ in range(n):
+        for i in range(n):
+            x = states[i % lanes]
             slot = x & mask
             s = slot_symbol[slot]
             symbols.append(s)
@@ -231,7 +235,8 @@ def stage_rans(params: dict[str, object], payload: bytes, n: int) -> list[int]:
                     raise RefError("rans: stream exhausted")
                 x = (x << 32) | words[p]
                 p += 1
-        if x != 1 << 31 or p != nwords:
+            states[i % lanes] = x
+        if any(x != 1 << 31 for x in states) or p != nwords:
             raise RefError("rans: termination check failed")
     values = []
     for s in symbols:

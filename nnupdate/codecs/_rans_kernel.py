@@ -14,15 +14,21 @@ RANS_L = np.uint64(1 << 31)
 
 
 @njit(cache=True, nogil=True)
-def encode(symbols: np.ndarray, freq: np.ndarray, cum: np.ndarray, precision: int) -> tuple[np.uint64, np.ndarray]:  # pragma: no cover - compiled
+def encode(
+    symbols: np.ndarray, freq: np.ndarray, cum: np.ndarray, precision: int, lanes: int
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Returns (final states, words in decoder order). Symbol ``i`` is coded by lane
+    ``i mod lanes``; all lanes share one word stream."""
     n = symbols.shape[0]
     words = np.empty(n + 1, dtype=np.uint32)
     count = 0
-    x = np.uint64(1 << 31)
+    states = np.full(lanes, np.uint64(1 << 31), dtype=np.uint64)
     p = np.uint64(precision)
     shift_base = np.uint64(63 - precision)
     mask32 = np.uint64(0xFFFFFFFF)
     for i in range(n - 1, -1, -1):
+        lane = i % lanes
+        x = states[lane]
         s = symbols[i]
         f = np.uint64(freq[s])
         x_max = f << shift_base
@@ -31,9 +37,9 @@ def encode(symbols: np.ndarray, freq: np.ndarray, cum: np.ndarray, precision: in
             count += 1
             x = x >> np.uint64(32)
         q = x // f
-        x = (q << p) + (x - q * f) + np.uint64(cum[s])
+        states[lane] = (q << p) + (x - q * f) + np.uint64(cum[s])
     out = words[:count][::-1].copy()
-    return x, out
+    return states, out
 
 
 @njit(cache=True, nogil=True)
@@ -85,6 +91,51 @@ def decode(
             x = (x << np.uint64(32)) | np.uint64(words[pos])
             pos += 1
     return out, pos, x
+
+
+@njit(cache=True, nogil=True)
+def decode_lanes(
+    states: np.ndarray, words: np.ndarray, n: int, freq: np.ndarray, cum: np.ndarray, precision: int, lo: int
+) -> tuple[np.ndarray, int, bool]:  # pragma: no cover - compiled
+    """Interleaved decoding: symbol ``i`` from lane ``i mod len(states)``, words shared.
+
+    Returns (``lo + symbol`` as int32, words consumed or -1 when the stream runs out,
+    whether every lane ended at 2**31). The caller guarantees ``lo .. lo + alphabet - 1``
+    fits int32. A full 2**precision slot->symbol table (uint16: the alphabet is at most
+    4096) replaces the search: encoders that use lanes keep precision <= 14, so the table
+    stays in L1, and the independent lanes keep several state updates in flight.
+    """
+    lanes = states.shape[0]
+    out = np.empty(n, dtype=np.int32)
+    table = np.empty(1 << precision, dtype=np.uint16)
+    for s in range(freq.shape[0]):
+        table[cum[s] : cum[s + 1]] = s
+    xs = states.copy()
+    p = np.uint64(precision)
+    mask = np.uint64((1 << precision) - 1)
+    low = np.uint64(1 << 31)
+    pos = 0
+    nwords = words.shape[0]
+    i = 0
+    while i < n:
+        for lane in range(min(lanes, n - i)):
+            x = xs[lane]
+            slot = x & mask
+            s = table[slot]
+            out[i + lane] = np.int32(lo + np.int64(s))
+            x = np.uint64(freq[s]) * (x >> p) + slot - np.uint64(cum[s])
+            if x < low:
+                if pos >= nwords:
+                    return out, -1, False
+                x = (x << np.uint64(32)) | np.uint64(words[pos])
+                pos += 1
+            xs[lane] = x
+        i += lanes
+    ended = True
+    for lane in range(lanes):
+        if xs[lane] != low:
+            ended = False
+    return out, pos, ended
 
 
 @njit(cache=True, nogil=True)

@@ -8,12 +8,14 @@ so arbitrarily large values round-trip without a huge table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import CodecError
-from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
+from ..format import ParamValue
+from .base import ENCODER_ONLY, ArraySpec, ArrayToBytes, check_integer_symbols, register
 from .varint import Reader, uvarint_bytes, write_uvarint, zigzag, zigzag_array
 
 #: Largest model alphabet, escape symbol included; larger ranges use escapes.
@@ -23,6 +25,17 @@ MIN_PRECISION = 10
 _BUCKET_BITS = 12
 _NO_BUCKET = np.zeros(0, dtype=np.int32)
 MAX_PRECISION = 20
+MAX_LANES = 32
+#: Interleaved coding pays its extra states (8 bytes per lane) only on larger tensors.
+LANE_POLICY: tuple[tuple[int, int], ...] = ((1 << 16, 8), (1 << 13, 4))
+#: with lanes, the encoder keeps precision at most this, so the decoder's full slot
+#: table (2**P uint16) stays in L1; the rate cost is a few hundredths of a percent
+LANES_MAX_PRECISION = 14
+
+
+def lanes_for(n: int) -> int:
+    """The encoder's lane count for ``n`` symbols (informative: any 1..32 decodes)."""
+    return next((lanes for size, lanes in LANE_POLICY if n >= size), 1)
 
 
 def choose_precision(n: int, alphabet: int) -> int:
@@ -59,6 +72,8 @@ def normalize_counts(counts: np.ndarray, precision: int) -> np.ndarray:
     return freq
 
 
+_INT32_MIN = -(1 << 31)
+_INT32_MAX = (1 << 31) - 1
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
@@ -87,17 +102,35 @@ def _window(values: np.ndarray) -> tuple[int, int]:
 @register
 @dataclass(frozen=True)
 class Rans(ArrayToBytes):
-    """Static order-0 rANS; the model is the symbol histogram, sent in the payload."""
+    """Static order-0 rANS; the model is the symbol histogram, sent in the payload.
+
+    ``lanes`` > 1 interleaves that many rANS states over the symbols (symbol ``i`` in lane
+    ``i mod lanes``), so a decoder keeps several independent state updates in flight:
+    3-4x faster decoding for 8 bytes per extra lane. ``auto_lanes`` (1: the encoder's
+    switch, not stored) picks the count from the tensor size.
+    """
 
     codec_id = 0x0020
     name = "rans"
     lossless = True
+    lanes: int = 1
+    auto_lanes: int = field(default=1, metadata=ENCODER_ONLY)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.lanes <= MAX_LANES:
+            raise ValueError(f"lanes must lie in [1, {MAX_LANES}]")
+
+    def params(self) -> dict[str, ParamValue]:
+        """``lanes`` is stored only when it is not 1, so single-lane streams keep their bytes."""
+        return {"lanes": self.lanes} if self.lanes != 1 else {}
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[bytes, Rans]:
         symbols = check_integer_symbols(values, self.name)
         out = bytearray()
+        lanes = lanes_for(symbols.size) if self.auto_lanes else self.lanes
+        resolved = Rans(lanes=lanes, auto_lanes=0)
         if symbols.size == 0:
-            return bytes(out), self
+            return bytes(out), resolved
         lo, hi = _window(symbols)
         escaped = (symbols < lo) | (symbols > hi)
         has_escape = bool(escaped.any())
@@ -107,6 +140,8 @@ class Rans(ArrayToBytes):
             index = np.where(escaped, alphabet - 1, index)
         counts = np.bincount(index, minlength=alphabet)
         precision = choose_precision(symbols.size, alphabet)
+        if lanes > 1:
+            precision = min(precision, LANES_MAX_PRECISION)
         freq = normalize_counts(counts, precision)
         write_uvarint(out, zigzag(lo))
         write_uvarint(out, alphabet)
@@ -118,13 +153,13 @@ class Rans(ArrayToBytes):
         if np.count_nonzero(freq) > 1:
             cum = np.concatenate(([0], np.cumsum(freq)[:-1])).astype(np.uint32)
 
-            state, words = _rans_kernel.encode(index.astype(np.int32), freq.astype(np.uint32), cum, precision)
+            states, words = _rans_kernel.encode(index.astype(np.int32), freq.astype(np.uint32), cum, precision, lanes)
             write_uvarint(out, len(words))
-            out += int(state).to_bytes(8, "little")
+            out += states.astype("<u8").tobytes()
             out += words.astype("<u4").tobytes()
         if has_escape:
             out += uvarint_bytes(zigzag_array(symbols[escaped]))
-        return bytes(out), self
+        return bytes(out), resolved
 
     def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
         n = spec.size
@@ -160,20 +195,28 @@ class Rans(ArrayToBytes):
             index = np.full(n, nonzero[0], dtype=np.int64)
         else:
             nwords = r.uvarint()
-            if nwords > n + 1 or r.remaining < 8 + 4 * nwords:
+            lanes = self.lanes
+            if nwords > n + 1 or r.remaining < 8 * lanes + 4 * nwords:
                 raise CodecError("rans: stream length is inconsistent")
-            state = int.from_bytes(r.take(8), "little")
-            if not (1 << 31) <= state < (1 << 63):
+            states = np.frombuffer(r.take(8 * lanes), dtype="<u8")
+            if int(states.min()) < 1 << 31 or int(states.max()) >= 1 << 63:
                 raise CodecError("rans: initial state out of range")
             words = np.frombuffer(r.take(4 * nwords), dtype="<u4")
             cum = np.concatenate(([0], np.cumsum(freq))).astype(np.uint32)  # alphabet + 1 entries
-            # bucket table size: ~4 slots ranges per symbol, at most 2**_BUCKET_BITS
-            bucket_bits = min(precision, _BUCKET_BITS, max(6, alphabet.bit_length() + 2))
-            decoded, used, final = _rans_kernel.decode(
-                np.uint64(state), words, n, freq.astype(np.uint32), cum, _NO_BUCKET, precision, bucket_bits
-            )
-            if used != nwords or int(final) != 1 << 31:
-                raise CodecError("rans: corrupt stream")
+            if lanes > 1 and lo >= _INT32_MIN and lo + alphabet - 1 <= _INT32_MAX:
+                values32, used, ended = _rans_kernel.decode_lanes(
+                    states.astype(np.uint64), words, n, freq.astype(np.uint32), cum, precision, lo
+                )
+                if used != nwords or not ended:
+                    raise CodecError("rans: corrupt stream")
+                if not has_escape:
+                    if r.remaining:
+                        raise CodecError("rans: trailing bytes after the stream")
+                    if dtypes.storage_dtype(spec.dtype) == np.dtype("<i4"):
+                        return values32.reshape(spec.shape)
+                decoded = values32 - np.int32(lo)
+            else:
+                decoded = self._decode_serial(states, words, n, freq, cum, precision, alphabet)
             if not has_escape:
                 if r.remaining:
                     raise CodecError("rans: trailing bytes after the stream")
@@ -189,8 +232,31 @@ class Rans(ArrayToBytes):
             raise CodecError("rans: trailing bytes after the stream")
         return _to_spec(values, spec)
 
+    @staticmethod
+    def _decode_serial(
+        states: np.ndarray, words: np.ndarray, n: int, freq: np.ndarray, cum: np.ndarray, precision: int, alphabet: int
+    ) -> np.ndarray:
+        """Symbol indices, lane by lane in element order, for any lane count and window."""
+        from . import _rans_kernel
+
+        if len(states) > 1:  # a window beyond int32: decode indices (lo = 0), then shift
+            decoded, used, ended = _rans_kernel.decode_lanes(
+                states.astype(np.uint64), words, n, freq.astype(np.uint32), cum, precision, 0
+            )
+            if used != len(words) or not ended:
+                raise CodecError("rans: corrupt stream")
+            return decoded
+        # bucket table size: ~4 slots ranges per symbol, at most 2**_BUCKET_BITS
+        bucket_bits = min(precision, _BUCKET_BITS, max(6, alphabet.bit_length() + 2))
+        decoded, used, final = _rans_kernel.decode(
+            np.uint64(states[0]), words, n, freq.astype(np.uint32), cum, _NO_BUCKET, precision, bucket_bits
+        )
+        if used != len(words) or int(final) != 1 << 31:
+            raise CodecError("rans: corrupt stream")
+        return decoded
+
     def max_encoded_size(self, spec: ArraySpec) -> int:
-        return 64 + 10 * MAX_ALPHABET + 12 * spec.size
+        return 64 + 8 * self.lanes + 10 * MAX_ALPHABET + 12 * spec.size
 
 
 def _window_in_type(index: np.ndarray, lo: int, alphabet: int, spec: ArraySpec) -> np.ndarray | None:

@@ -94,6 +94,40 @@ def _rans_single_symbol() -> bytes:
     return build(tensors, kind=UpdateKind.FULL)
 
 
+def _rans_lanes() -> bytes:
+    """Interleaved rANS: lane counts that do and do not divide N, N below the lane count,
+    escapes and a window beyond int32 with lanes, and uniform levels decoded to floats."""
+    g = rng(11)
+    laplace = np.rint(g.laplace(0, 4.0, size=1001)).astype(np.int32)
+    tensors = [
+        encode_tensor(f"lanes{k}.int32", laplace, [Rans(lanes=k, auto_lanes=0)], role=Role.INT_BUFFER)
+        for k in (2, 3, 4, 8, 32)
+    ]
+    tensors.append(encode_tensor("lanes8.short", laplace[:5], [Rans(lanes=8, auto_lanes=0)], role=Role.INT_BUFFER))
+    spread = np.concatenate([laplace[:500], [10**6, -(10**6), 123456789]]).astype(np.int32)
+    tensors.append(encode_tensor("lanes4.escapes", spread, [Rans(lanes=4, auto_lanes=0)], role=Role.INT_BUFFER))
+    wide = (np.int64(1) << 40) + laplace[:300].astype(np.int64)
+    tensors.append(encode_tensor("lanes4.int64", wide, [Rans(lanes=4, auto_lanes=0)], role=Role.INT_BUFFER))
+    tensors.append(encode_tensor("lanes4.int16", laplace[:400].astype(np.int16), [Rans(lanes=4, auto_lanes=0)]))
+    x = g.standard_normal((64, 130)).astype(np.float32)
+    tensors.append(encode_tensor("auto.weight", x, [Uniform(step=0.02), Rans()], combine=Combine.REPLACE, role=Role.WEIGHT))
+    return build(tensors, kind=UpdateKind.FULL)
+
+
+def _two_lanes() -> bytes:
+    values = np.rint(rng(12).laplace(0, 4.0, size=257)).astype(np.int32)
+    return build([encode_tensor("lanes2", values, [Rans(lanes=2, auto_lanes=0)], role=Role.INT_BUFFER)], kind=UpdateKind.FULL)
+
+
+def _set_lanes(lanes: int):  # type: ignore[no-untyped-def]
+    def edit(body: bytes) -> bytes:
+        param = b"\x05lanes\x01\x04"  # key "lanes", TAG_INT, zigzag(2)
+        assert body.count(param) == 1
+        return body.replace(param, b"\x05lanes\x01" + uvarint(2 * lanes))
+
+    return edit
+
+
 def _int_types() -> bytes:
     g = rng(5)
     tensors = []
@@ -293,6 +327,10 @@ NEGATIVE = [
          lambda: reframe(_first_tensor_rans(), edit=lambda c: [_bump_count(c[0]), *c[1:]]), error="FormatError"),
     Case("core-neg-rans-stream", "a corrupted rANS word (frame and CRCs valid): the final-state check fails",
          lambda: reframe(_first_tensor_rans(), edit=_edit_first_tnsr(_corrupt_rans_word)), error="CodecError"),
+    Case("core-neg-rans-lanes-zero", "rans with lanes = 0 (valid range 1..32)",
+         lambda: reframe(_two_lanes(), edit=_edit_first_tnsr(_set_lanes(0))), error="FormatError"),
+    Case("core-neg-rans-lanes-stream", "a 2-lane rans stream read as 3 lanes: inconsistent length or failed final-state check",
+         lambda: reframe(_two_lanes(), edit=_edit_first_tnsr(_set_lanes(3))), error="CodecError"),
     Case("core-neg-raw-size", "raw payload one byte short of shape x element size",
          lambda: reframe(_full_raw(), edit=_edit_first_tnsr(lambda b: b[:-1])), error="CodecError"),
 ]
@@ -336,6 +374,9 @@ CASES = [
          "uniform levels of a heavy-tailed tensor", _rans_escapes),
     Case("core-rans-single-symbol", "rans whose model has one symbol (no stream), incl. all-zero levels",
          _rans_single_symbol),
+    Case("core-rans-lanes", "interleaved rans (lanes 2..32, N not a multiple of the lanes, N < lanes, escapes, "
+         "a window beyond int32, int16 output; a default-encoded 64x130 tensor, which the encoder gives 4 lanes)",
+         _rans_lanes),
     Case("core-int-types", "every integer type and bool, raw and rans, FULL kind", _int_types),
     Case("core-float-types", "float64/32/16 and bfloat16, specials, raw casts, zstd level 19, uniform on f16/bf16",
          _float_types),
