@@ -26,7 +26,7 @@ from ..errors import (
     TruncatedError,
     UnsupportedError,
 )
-from . import schema
+from . import bodies, schema
 from .constants import (
     DEFAULT_LIMITS,
     HEAD,
@@ -325,29 +325,6 @@ def _header_from(body: memoryview, limits: Limits) -> tuple[Header, int]:
     return header, raw.tensor_count  # type: ignore[attr-defined]
 
 
-def _tensor_header_limits(body: memoryview, limits: Limits) -> None:
-    # The name length and ndim sit at fixed places; refuse absurd values before construct runs.
-    if len(body) < 2:
-        raise TruncatedError("TNSR chunk is cut off")
-    name_len = int.from_bytes(body[:2], "little")
-    if name_len > limits.max_name_bytes:
-        raise LimitError(f"tensor name of {name_len} bytes exceeds the limit of {limits.max_name_bytes}")
-    ndim_at = 2 + name_len + 3
-    if len(body) > ndim_at and body[ndim_at] > limits.max_ndim:
-        raise LimitError(f"tensor rank {body[ndim_at]} exceeds the limit of {limits.max_ndim}")
-
-
-def _param_value(param: object, limits: Limits) -> ParamValue:
-    value = param.value  # type: ignore[attr-defined]
-    if value is None:
-        raise UnsupportedError(f"unknown parameter type tag {param.tag}")  # type: ignore[attr-defined]
-    if isinstance(value, np.ndarray) and value.size > limits.max_param_items:
-        raise LimitError(f"parameter array of {value.size} items exceeds the limit")
-    if isinstance(value, int) and not -(1 << 63) <= value < (1 << 63):
-        raise FormatError("integer parameter outside the signed 64-bit range")
-    return value  # type: ignore[no-any-return]
-
-
 def _check_shape(name: str, shape: tuple[int, ...], limits: Limits) -> int:
     """Element count of ``shape``, refusing counts over the limits before anything is allocated."""
     size = 1
@@ -362,20 +339,8 @@ def _check_shape(name: str, shape: tuple[int, ...], limits: Limits) -> int:
     return size
 
 
-def _stages_from(raw_stages: list, name: str, limits: Limits) -> list[StageRecord]:  # type: ignore[type-arg]
-    if len(raw_stages) > limits.max_stages:
-        raise LimitError(f"pipeline of {len(raw_stages)} stages exceeds the limit of {limits.max_stages}")
-    stages = []
-    for stage in raw_stages:
-        if len(stage.params) > limits.max_params:
-            raise LimitError(f"stage with {len(stage.params)} parameters exceeds the limit")
-        params: dict[str, ParamValue] = {}
-        for p in stage.params:
-            if p.key in params:
-                raise FormatError(f"duplicate parameter {p.key!r} in tensor {name!r}")
-            params[p.key] = _param_value(p, limits)
-        stages.append(StageRecord(stage.codec_id, params))
-    return stages
+def _stages_from(r: bodies.BodyReader, name: str, limits: Limits) -> list[StageRecord]:
+    return [StageRecord(codec_id, params) for codec_id, params in bodies.read_stages(r, name, limits)]
 
 
 def _role(value: int) -> Role:
@@ -383,48 +348,54 @@ def _role(value: int) -> Role:
 
 
 def _tensor_from(body: memoryview, limits: Limits) -> TensorRecord:
-    _tensor_header_limits(body, limits)
-    raw = _parse_struct(schema.TensorBody, body, "TNSR chunk")
-    h = raw.header  # type: ignore[attr-defined]
-    shape = tuple(int(d) for d in h.shape)
-    _check_shape(h.name, shape, limits)
+    r = bodies.BodyReader(bytes(body), "TNSR chunk")
+    name = bodies.read_name(r, limits)
+    dtype, role, combine = r.u8(), r.u8(), r.u8()
+    shape = bodies.read_shape(r, limits)
+    _check_shape(name, shape, limits)
     return TensorRecord(
-        name=h.name,
-        dtype=dtypes.name_of(h.dtype),
+        name=name,
+        dtype=dtypes.name_of(dtype),
         shape=shape,
-        combine=_enum(Combine, h.combine, "combine mode"),
-        role=_role(h.role),
-        stages=_stages_from(h.stages, h.name, limits),
-        payload=bytes(raw.payload),  # type: ignore[attr-defined]
+        combine=_enum(Combine, combine, "combine mode"),
+        role=_role(role),
+        stages=_stages_from(r, name, limits),
+        payload=r.rest(),
     )
 
 
 def _group_from(body: memoryview, limits: Limits) -> TensorRecord:
-    raw = _parse_struct(schema.GroupBody, body, "TGRP chunk")
-    h = raw.header  # type: ignore[attr-defined]
-    if not h.members:
+    r = bodies.BodyReader(bytes(body), "TGRP chunk")
+    members = _group_members(r, limits)
+    combine = r.u8()
+    return TensorRecord(
+        name="",
+        dtype=members[0].dtype,
+        shape=(sum(m.size for m in members),),
+        combine=_enum(Combine, combine, "combine mode"),
+        stages=_stages_from(r, members[0].name, limits),
+        payload=r.rest(),
+        members=members,
+    )
+
+
+def _group_members(r: bodies.BodyReader, limits: Limits) -> list[Member]:
+    count = r.u16()
+    if not count:
         raise FormatError("TGRP chunk has no members")
     members = []
     total = 0
-    for m in h.members:
-        if len(m.name.encode("utf-8")) > limits.max_name_bytes or m.ndim > limits.max_ndim:
-            raise LimitError(f"group member {m.name[:40]!r} exceeds the name or rank limit")
-        shape = tuple(int(d) for d in m.shape)
-        total += _check_shape(m.name, shape, limits)
-        members.append(Member(m.name, dtypes.name_of(m.dtype), shape, _role(m.role)))
+    for _ in range(count):
+        name = bodies.read_name(r, limits)
+        dtype, role = r.u8(), r.u8()
+        shape = bodies.read_shape(r, limits)
+        total += _check_shape(name, shape, limits)
+        members.append(Member(name, dtypes.name_of(dtype), shape, _role(role)))
     if total > limits.max_elements:
         raise LimitError(f"group declares {total} elements, over the limit of {limits.max_elements}")
     if len({m.dtype for m in members}) != 1:
         raise FormatError("TGRP members must share one element type")
-    return TensorRecord(
-        name="",
-        dtype=members[0].dtype,
-        shape=(total,),
-        combine=_enum(Combine, h.combine, "combine mode"),
-        stages=_stages_from(h.stages, members[0].name, limits),
-        payload=bytes(raw.payload),  # type: ignore[attr-defined]
-        members=members,
-    )
+    return members
 
 
 def _enum(cls: type[Combine], value: int, what: str) -> Combine:
@@ -531,8 +502,7 @@ def _peek_names(view: memoryview, offset: int, length: int, tail: int) -> list[s
         raise FormatError("index entry points outside the tensor chunks")
     chunk_type = bytes(view[offset + 8 : offset + 12])
     if chunk_type == TGRP:
-        raw = _parse_struct(schema.GroupHeader, view[start:end], "TGRP chunk")
-        return [m.name for m in raw.members]  # type: ignore[attr-defined]
+        return [m.name for m in _group_members(bodies.BodyReader(bytes(view[start:end]), "TGRP chunk"), DEFAULT_LIMITS)]
     if chunk_type != TNSR:
         raise FormatError("index entry does not point at a tensor chunk")
     name_len = int.from_bytes(view[start : start + 2], "little")

@@ -1,0 +1,146 @@
+"""Readers of the TNSR and TGRP chunk bodies (the per-tensor headers), written by hand.
+
+``schema.py`` declares these layouts once with construct, and the writer builds them
+from there. Reading is the hot path of every decode, though: a ResNet-sized update has a
+few dozen records and a group of a hundred-odd members, and construct's generic
+machinery cost more per decode than the entropy decoding itself. So the reader walks the
+same layout with ``struct.unpack_from`` on the body bytes. tests/test_format_bodies.py
+checks that it agrees with the construct schema on random headers and refuses the same
+damaged ones.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from ..errors import FormatError, LimitError, TruncatedError, UnsupportedError
+from . import schema
+from .constants import Limits
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_F64 = struct.Struct("<d")
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+ParamScalar = int | float | str | bytes | np.ndarray
+
+
+class BodyReader:
+    """A cursor over one chunk body; every read past the end raises :class:`TruncatedError`."""
+
+    __slots__ = ("data", "pos", "what")
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def _need(self, n: int) -> int:
+        start = self.pos
+        if n > len(self.data) - start:
+            raise TruncatedError(f"malformed {self.what}: cut off")
+        self.pos = start + n
+        return start
+
+    def u8(self) -> int:
+        return self.data[self._need(1)]
+
+    def u16(self) -> int:
+        return int(_U16.unpack_from(self.data, self._need(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack_from(self.data, self._need(4))[0])
+
+    def f64(self) -> float:
+        return float(_F64.unpack_from(self.data, self._need(8))[0])
+
+    def take(self, n: int) -> bytes:
+        start = self._need(n)
+        return self.data[start : start + n]
+
+    def text(self, length: int) -> str:
+        try:
+            return self.take(length).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"malformed {self.what}: invalid UTF-8") from None
+
+    def uvarint(self) -> int:
+        """LEB128 without a length cap, as construct's ``VarInt`` reads it (callers bound
+        the value); a varint is at most as long as the body, so this cannot run away."""
+        data = self.data
+        value = shift = 0
+        pos = self.pos
+        while True:
+            if pos >= len(data):
+                raise TruncatedError(f"malformed {self.what}: cut off")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                self.pos = pos
+                return value
+
+    def rest(self) -> bytes:
+        return self.data[self.pos :]
+
+
+def read_shape(r: BodyReader, limits: Limits) -> tuple[int, ...]:
+    ndim = r.u8()
+    if ndim > limits.max_ndim:
+        raise LimitError(f"tensor rank {ndim} exceeds the limit of {limits.max_ndim}")
+    return tuple(r.uvarint() for _ in range(ndim))
+
+
+def read_name(r: BodyReader, limits: Limits) -> str:
+    length = r.u16()
+    if length > limits.max_name_bytes:
+        raise LimitError(f"tensor name of {length} bytes exceeds the limit of {limits.max_name_bytes}")
+    return r.text(length)
+
+
+def _param_value(r: BodyReader, tag: int, limits: Limits) -> ParamScalar:
+    if tag == schema.TAG_INT:
+        z = r.uvarint()
+        value = (z >> 1) ^ -(z & 1)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise FormatError("integer parameter outside the signed 64-bit range")
+        return value
+    if tag == schema.TAG_FLOAT:
+        return r.f64()
+    if tag == schema.TAG_STR:
+        return r.text(r.u32())
+    if tag == schema.TAG_BYTES:
+        return r.take(r.u32())
+    if tag in (schema.TAG_INT_ARRAY, schema.TAG_FLOAT_ARRAY):
+        count = r.u32()
+        if count > limits.max_param_items:
+            raise LimitError(f"parameter array of {count} items exceeds the limit")
+        dtype = "<i8" if tag == schema.TAG_INT_ARRAY else "<f8"
+        return np.frombuffer(r.take(8 * count), dtype=dtype).astype(dtype[1:])
+    raise UnsupportedError(f"unknown parameter type tag {tag}")
+
+
+def read_stages(r: BodyReader, name: str, limits: Limits) -> list[tuple[int, dict[str, ParamScalar]]]:
+    """(codec id, params) of every stage, refusing duplicate keys and over-limit counts."""
+    count = r.u8()
+    if count > limits.max_stages:
+        raise LimitError(f"pipeline of {count} stages exceeds the limit of {limits.max_stages}")
+    stages = []
+    for _ in range(count):
+        codec_id = r.u16()
+        nparams = r.u8()
+        if nparams > limits.max_params:
+            raise LimitError(f"stage with {nparams} parameters exceeds the limit")
+        params: dict[str, ParamScalar] = {}
+        for _ in range(nparams):
+            key = r.text(r.u8())
+            value = _param_value(r, r.u8(), limits)
+            if key in params:
+                raise FormatError(f"duplicate parameter {key!r} in tensor {name!r}")
+            params[key] = value
+        stages.append((codec_id, params))
+    return stages
