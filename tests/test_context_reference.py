@@ -47,21 +47,37 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
             st_["pos"] += 1
         return b
 
-    def ctx(key: tuple) -> int:
-        m = models.setdefault(key, [2**14, 2**14])
-        b = bin_((m[0] + m[1]) >> 1)
+    def adapt(m: list[int], b: int) -> None:
+        lg = (m[2] + 1).bit_length() - 1
+        f, w = min(fast, 1 + lg), min(slow, 2 + lg)
         if b == 0:
-            m[0] += (2**15 - m[0]) >> fast
-            m[1] += (2**15 - m[1]) >> slow
+            m[0] += (2**15 - m[0]) >> f
+            m[1] += (2**15 - m[1]) >> w
         else:
-            m[0] -= m[0] >> fast
-            m[1] -= m[1] >> slow
+            m[0] -= m[0] >> f
+            m[1] -= m[1] >> w
+        m[2] = min(m[2] + 1, 255)
+
+    def model(key: tuple) -> list[int]:
+        return models.setdefault(key, [2**14, 2**14, 0])
+
+    def ctx(key: tuple, key2: tuple | None = None) -> int:
+        m = model(key)
+        p0 = (m[0] + m[1]) >> 1
+        if key2 is not None:
+            m2 = model(key2)
+            p0 = (p0 + ((m2[0] + m2[1]) >> 1)) >> 1
+        b = bin_(p0)
+        adapt(m, b)
+        if key2 is not None:
+            adapt(m2, b)
         return b
 
     fast, slow = ((4, 7), (3, 6))[bin_(2**14)]  # adaptation profile
     out: list[int] = []
     prev = [0] * rowlen
     col = [0] * rowlen
+    colsign = [0] * rowlen
     act = 0
     prev_skipped = 0
     for _ in range(rows):
@@ -71,7 +87,8 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
             prev_skipped = 1
             continue
         prev_skipped = 0
-        a = b = sp = s = 0
+        a = b = sp = s = agree = 0
+        row: list[int] = []
         for i in range(rowlen):
             c = prev[i]
             ca = 0 if col[i] < 24 else 1 if col[i] < 96 else 2 if col[i] < 320 else 3
@@ -82,10 +99,19 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
             e = 0 if t < 13 else 1 if t < 40 else 2
             m = q = 0
             if ctx(("sig", 60 * qz + 20 * ra + 5 * ca + min(a + b, 4))):
-                neg = ctx(("sign", sp))
+                cs = colsign[i]
+                pc = 0 if cs == 0 else 1 if cs > 0 else 2
+                ac = 0 if agree < -4 else 1 if agree < -1 else 2 if agree <= 1 else 3 if agree <= 4 else 4
+                neg = ctx(("sign", 15 * sp + 5 * pc + ac))
+                if cs != 0:
+                    agree = max(-16, min(16, agree + (1 if (cs > 0) == (neg == 0) else -1)))
                 m = 1
+                h = 0
+                while h < 7 and act >> (h + 3) != 0:
+                    h += 1
                 for k in range(1, ngt + 1):
-                    if not ctx(("gt", 8 * (k - 1) + g)):
+                    cq = (col[i] >= 256 * k) + 2 * (col[i] >= 512 * k)
+                    if not ctx(("gt", 8 * (k - 1) + g), ("gt2", 32 * (k - 1) + 4 * h + cq)):
                         break
                     m = k + 1
                 if m > ngt:
@@ -100,6 +126,7 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
                 q = -m if neg else m
             assert st_["code"] < st_["range"]
             out.append(q)
+            row.append(q)
             sp = 0 if q == 0 else 1 if q > 0 else 2
             b, a = a, m
             prev[i] = m
@@ -107,6 +134,10 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
             act += (256 * min(m, 15) - act) >> 4
             if dq == 1:
                 s = T[s][m & 1]
+        flip = 1 if agree >= 0 else -1
+        for i, q in enumerate(row):
+            if q != 0:
+                colsign[i] = max(-64, min(64, colsign[i] + (flip if q > 0 else -flip)))
     got = 0
     for _ in range(check):
         got = (got << 1) | bin_(2**14)

@@ -6,12 +6,18 @@ bytes to the same levels. spec/CONTEXT.md is the normative description; the name
 follow it.
 
 * Range coder: LZMA's (32-bit range, 33-bit low with carry cache, bytes out MSB first).
-* Probabilities: 15-bit estimates of P(bin = 0), two per context, adapted with shifts 4
-  and 7 (a fast and a slow counter, as in VVC); the coder uses their mean.
+* Probabilities: 15-bit estimates of P(bin = 0), two per context, adapted with shifts up
+  to 4 and 7 (a fast and a slow counter, as in VVC) that start at 1 and 2 and grow with
+  the context's bin count (a young context learns at once); the coder uses their mean.
+  The greater-than-k flags are coded with the mean of two contexts' probabilities (local
+  neighbourhood, and row x column activity): mixing two context sets beats one product
+  set whose contexts would each see too few bins.
 * Binarization of a level q: significance, sign, greater-than-k flags k = 1..NGT, then an
   order-0 exp-Golomb remainder with adaptive prefix bins and bypass suffix bits.
 * Contexts: the previous two levels of the row, the co-located level of the previous row,
-  a running activity of the row, and a per-row skip flag for all-zero rows.
+  a running activity of the row and of each column, a per-row skip flag for all-zero
+  rows, and for signs a per-column sign accumulator with the current row's agreement
+  with it (low-rank updates have sign = row sign x column sign).
 
 The encoder-side rate-distortion quantizer (:func:`rdoq`) runs the same context model in
 float cost units; it never touches the decoder's state.
@@ -42,13 +48,34 @@ MAX_CHECK = 32
 # Context layout (indices into the state array).
 CTX_SKIP = 0  # row-coded flag (1 = the row has a nonzero level); 2 contexts: previous row skipped?
 CTX_SIG = 2  # 2 (dq quantizer) x 3 (row activity) x 4 (column activity) x 5 (a+b) = 120
-CTX_SIGN = 122  # 3: previous level zero / positive / negative
-CTX_GT = 125  # NGT x 8
+CTX_SIGN = 122  # 3 (previous level's sign) x 3 (column sign) x 5 (row agreement) = 45
+CTX_GT = 167  # NGT x 8 (local magnitude); then NGT x 8 (row activity) x 4 (column activity)
 NUM_GT_CLASSES = 8
+NUM_GT2_CLASSES = 32
+#: column sign accumulators and the row agreement are clamped to these
+COLSIGN_LIMIT = 64
+AGREE_LIMIT = 16
+#: a context's bin count saturates here (it only sets the adaptation shifts)
+COUNT_LIMIT = 255
 
 
 def num_contexts(ngt: int) -> int:
-    return CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
+    return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES) + 3 * NUM_EG_CTX
+
+
+@njit(cache=True)
+def num_contexts_jit(ngt: int) -> int:  # pragma: no cover - compiled
+    return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES) + 3 * NUM_EG_CTX
+
+
+@njit(cache=True, inline="always")
+def _gt2_base(ngt: int) -> int:  # pragma: no cover - compiled
+    return CTX_GT + ngt * NUM_GT_CLASSES
+
+
+@njit(cache=True, inline="always")
+def _eg_base(ngt: int) -> int:  # pragma: no cover - compiled
+    return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES)
 
 
 @njit(cache=True, inline="always")
@@ -57,17 +84,101 @@ def _prob(state: np.ndarray, ctx: int) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
+def _prob_mix(state: np.ndarray, ctx: int, ctx2: int) -> int:  # pragma: no cover - compiled
+    """Mean of two contexts' probabilities: two context sets, one bin."""
+    return (((state[ctx, 0] + state[ctx, 1]) >> 1) + ((state[ctx2, 0] + state[ctx2, 1]) >> 1)) >> 1
+
+
+@njit(cache=True, inline="always")
 def _adapt(state: np.ndarray, ctx: int, bit: int) -> None:  # pragma: no cover - compiled
+    """Variable-rate update: shifts 1 + L and 2 + L (L = floor(log2(count + 1))), capped by
+    the profile's (fast, slow) shifts, so a young context learns at once and a mature one
+    averages over a long window."""
     # the last row of ``state`` holds the two adaptation shifts (see _init_state)
     last = state.shape[0] - 1
-    fast = state[last, 0]
-    slow = state[last, 1]
+    n = state[ctx, 2]
+    lg = 0
+    t = n + 1
+    while t > 1:
+        t >>= 1
+        lg += 1
+    fast = min(state[last, 0], 1 + lg)
+    slow = min(state[last, 1], 2 + lg)
     if bit == 0:
         state[ctx, 0] += (PROB_ONE - state[ctx, 0]) >> fast
         state[ctx, 1] += (PROB_ONE - state[ctx, 1]) >> slow
     else:
         state[ctx, 0] -= state[ctx, 0] >> fast
         state[ctx, 1] -= state[ctx, 1] >> slow
+    if n < COUNT_LIMIT:
+        state[ctx, 2] = n + 1
+
+
+@njit(cache=True, inline="always")
+def _act_class8(act: int) -> int:  # pragma: no cover - compiled
+    """Row activity on a log2 scale: 0 below 8, then one class per doubling, 7 from 512."""
+    k = 0
+    t = act
+    while t >= 8 and k < 7:
+        t >>= 1
+        k += 1
+    return k
+
+
+@njit(cache=True, inline="always")
+def _gt2_ctx(gt2: int, k: int, kk: int, colact: int) -> int:  # pragma: no cover - compiled
+    """Second context of greater-than-k flag ``k``: row activity class x column activity vs k."""
+    cq = (1 if colact >= 256 * k else 0) + (2 if colact >= 512 * k else 0)
+    return gt2 + ((k - 1) * 8 + kk) * 4 + cq
+
+
+@njit(cache=True, inline="always")
+def _sign_ctx(sa: int, colsign: int, agree: int) -> int:  # pragma: no cover - compiled
+    """Sign context: previous level's sign x column sign x how this row agrees with the columns.
+
+    Low-rank updates have sign(q[r, i]) = row sign x column sign; the column accumulators
+    learn the column signs, the row agreement learns this row's flip.
+    """
+    pc = 0 if colsign == 0 else (1 if colsign > 0 else 2)
+    if agree < -4:
+        ac = 0
+    elif agree < -1:
+        ac = 1
+    elif agree <= 1:
+        ac = 2
+    elif agree <= 4:
+        ac = 3
+    else:
+        ac = 4
+    return CTX_SIGN + (sa * 3 + pc) * 5 + ac
+
+
+@njit(cache=True, inline="always")
+def _agree_update(agree: int, colsign: int, neg: int) -> int:  # pragma: no cover - compiled
+    if colsign == 0:
+        return agree
+    same = (colsign > 0) == (neg == 0)
+    agree += 1 if same else -1
+    if agree > AGREE_LIMIT:
+        return AGREE_LIMIT
+    if agree < -AGREE_LIMIT:
+        return -AGREE_LIMIT
+    return agree
+
+
+@njit(cache=True)
+def _colsign_update(colsign: np.ndarray, levels: np.ndarray, base: int, rowlen: int, agree: int) -> None:  # pragma: no cover
+    """After a coded row: add the row's signs, flipped by its agreement, to the columns."""
+    flip = 1 if agree >= 0 else -1
+    for i in range(rowlen):
+        q = levels[base + i]
+        if q != 0:
+            v = colsign[i] + (flip if q > 0 else -flip)
+            if v > COLSIGN_LIMIT:
+                v = COLSIGN_LIMIT
+            elif v < -COLSIGN_LIMIT:
+                v = -COLSIGN_LIMIT
+            colsign[i] = v
 
 
 @njit(cache=True, inline="always")
@@ -147,9 +258,10 @@ def _activity(act: int, m: int) -> int:  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _init_state(nctx: int, fast: int, slow: int) -> np.ndarray:  # pragma: no cover - compiled
-    """``nctx`` models at P(0) = 1/2, plus a last row holding the adaptation shifts."""
-    state = np.empty((nctx + 1, 2), dtype=np.int64)
-    state[:, :] = HALF
+    """``nctx`` models at P(0) = 1/2 with bin count 0, plus a last row holding the adaptation shifts."""
+    state = np.empty((nctx + 1, 3), dtype=np.int64)
+    state[:, 0:2] = HALF
+    state[:, 2] = 0
     state[nctx, 0] = fast
     state[nctx, 1] = slow
     return state
@@ -208,11 +320,20 @@ def _enc_ctx(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, bit: 
     return buf
 
 
+@njit(cache=True, inline="always")
+def _enc_mix(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, ctx2: int, bit: int) -> np.ndarray:  # pragma: no cover
+    buf = _enc_bit(rc, buf, _prob_mix(state, ctx, ctx2), bit)
+    _adapt(state, ctx, bit)
+    _adapt(state, ctx2, bit)
+    return buf
+
+
 @njit(cache=True)
 def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int, profile: int) -> np.ndarray:  # pragma: no cover - compiled
     """Range-code ``levels`` (int64, C order, ``rows * rowlen``, |q| <= 2**31-1)."""
-    nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
-    eg_base = CTX_GT + ngt * NUM_GT_CLASSES
+    nctx = num_contexts_jit(ngt)
+    eg_base = _eg_base(ngt)
+    gt2 = _gt2_base(ngt)
     rc = np.zeros(5, dtype=np.int64)
     rc[1] = 0xFFFFFFFF
     rc[3] = 1
@@ -221,6 +342,7 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
     state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
+    colsign = np.zeros(rowlen, dtype=np.int64)
     prev_skipped = 0
     act = 0
     for r in range(rows):
@@ -241,6 +363,7 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
         b = 0
         sa = 0
         dqs = 0
+        agree = 0
         for i in range(rowlen):
             q = levels[base + i]
             c = prev[i]
@@ -248,12 +371,15 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
             m = q if q >= 0 else -q
             buf = _enc_ctx(rc, buf, state, _sig_ctx(a, b, cc, act) + (60 if dqs >= 2 else 0), 1 if m != 0 else 0)
             if m != 0:
-                buf = _enc_ctx(rc, buf, state, CTX_SIGN + sa, 1 if q < 0 else 0)
+                neg = 1 if q < 0 else 0
+                buf = _enc_ctx(rc, buf, state, _sign_ctx(sa, colsign[i], agree), neg)
+                agree = _agree_update(agree, colsign[i], neg)
                 g = CTX_GT + _gt_class(a, b, c)
+                kk = _act_class8(act)
                 k = 1
                 while k <= ngt:
                     flag = 1 if m > k else 0
-                    buf = _enc_ctx(rc, buf, state, g + (k - 1) * NUM_GT_CLASSES, flag)
+                    buf = _enc_mix(rc, buf, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i]), flag)
                     if flag == 0:
                         break
                     k += 1
@@ -275,6 +401,7 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
             act = _activity(act, m)
             if dq:
                 dqs = _dq_next(dqs, m & 1)
+        _colsign_update(colsign, levels, base, rowlen, agree)
     for j in range(check - 1, -1, -1):
         buf = _enc_bit(rc, buf, HALF, (CHECK_PATTERN >> j) & 1)
     # Flush: pick the value in [low, low + range) with the most trailing zero bits, emit it,
@@ -327,6 +454,14 @@ def _dec_ctx(dc: np.ndarray, data: np.ndarray, state: np.ndarray, ctx: int) -> i
     return bit
 
 
+@njit(cache=True, inline="always")
+def _dec_mix(dc: np.ndarray, data: np.ndarray, state: np.ndarray, ctx: int, ctx2: int) -> int:  # pragma: no cover - compiled
+    bit = _dec_bit(dc, data, _prob_mix(state, ctx, ctx2))
+    _adapt(state, ctx, bit)
+    _adapt(state, ctx2, bit)
+    return bit
+
+
 @njit(cache=True)
 def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
     """Levels and a status: 0 ok, 2 code >= range, 3 magnitude overflow, 4 trailing bytes, 5 check bits differ.
@@ -336,8 +471,9 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
     n = rows * rowlen
     out = np.zeros(n, dtype=np.int64)
     size = data.shape[0]
-    nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
-    eg_base = CTX_GT + ngt * NUM_GT_CLASSES
+    nctx = num_contexts_jit(ngt)
+    eg_base = _eg_base(ngt)
+    gt2 = _gt2_base(ngt)
     code = 0
     for j in range(4):
         code = (code << 8) | (int(data[j]) if j < size else 0)
@@ -348,6 +484,7 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
     state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
+    colsign = np.zeros(rowlen, dtype=np.int64)
     prev_skipped = 0
     act = 0
     for r in range(rows):
@@ -362,6 +499,7 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
         b = 0
         sa = 0
         dqs = 0
+        agree = 0
         for i in range(rowlen):
             c = prev[i]
             ctx = _sig_ctx(a, b, _col_class(colact[i]), act) + (60 if dqs >= 2 else 0)
@@ -369,12 +507,14 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
             q = 0
             neg = 0
             if _dec_ctx(dc, data, state, ctx) == 1:
-                neg = _dec_ctx(dc, data, state, CTX_SIGN + sa)
+                neg = _dec_ctx(dc, data, state, _sign_ctx(sa, colsign[i], agree))
+                agree = _agree_update(agree, colsign[i], neg)
                 m = 1
                 g = CTX_GT + _gt_class(a, b, c)
+                kk = _act_class8(act)
                 k = 1
                 while k <= ngt:
-                    if _dec_ctx(dc, data, state, g + (k - 1) * NUM_GT_CLASSES) == 0:
+                    if _dec_mix(dc, data, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i])) == 0:
                         break
                     m = k + 1
                     k += 1
@@ -402,6 +542,7 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
             act = _activity(act, m)
             if dq:
                 dqs = _dq_next(dqs, m & 1)
+        _colsign_update(colsign, out, base, rowlen, agree)
     got = 0
     for _ in range(check):
         got = (got << 1) | _dec_bit(dc, data, HALF)
@@ -426,20 +567,29 @@ def _cost(state: np.ndarray, table: np.ndarray, ctx: int, bit: int) -> float:  #
     return table[((state[ctx, 0] + state[ctx, 1]) >> 1) >> 5, bit]
 
 
+@njit(cache=True, inline="always")
+def _cost_mix(state: np.ndarray, table: np.ndarray, ctx: int, ctx2: int, bit: int) -> float:  # pragma: no cover - compiled
+    return table[_prob_mix(state, ctx, ctx2) >> 5, bit]
+
+
 @njit(cache=True)
-def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sa: int, ngt: int, eg_base: int) -> float:  # pragma: no cover
+def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int) -> float:  # pragma: no cover
+    """Bits of magnitude ``m`` (sign ``neg``) in the current state; ``sg`` is the sign context."""
     ctx = _sig_ctx(a, b, cc, act)
     if m == 0:
         return _cost(state, table, ctx, 0)
-    bits = _cost(state, table, ctx, 1) + _cost(state, table, CTX_SIGN + sa, neg)
+    bits = _cost(state, table, ctx, 1) + _cost(state, table, sg, neg)
     g = CTX_GT + _gt_class(a, b, c)
+    gt2 = _gt2_base(ngt)
+    kk = _act_class8(act)
     k = 1
     while k <= ngt:
         flag = 1 if m > k else 0
-        bits += _cost(state, table, g + (k - 1) * NUM_GT_CLASSES, flag)
+        bits += _cost_mix(state, table, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colv), flag)
         if flag == 0:
             return bits
         k += 1
+    eg_base = _eg_base(ngt)
     v = m - ngt
     n = 0
     while (v >> (n + 1)) != 0:
@@ -451,20 +601,24 @@ def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, 
 
 
 @njit(cache=True)
-def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sa: int, ngt: int, eg_base: int) -> None:  # pragma: no cover
+def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int) -> None:  # pragma: no cover
     ctx = _sig_ctx(a, b, cc, act)
     _adapt(state, ctx, 1 if m != 0 else 0)
     if m == 0:
         return
-    _adapt(state, CTX_SIGN + sa, neg)
+    _adapt(state, sg, neg)
     g = CTX_GT + _gt_class(a, b, c)
+    gt2 = _gt2_base(ngt)
+    kk = _act_class8(act)
     k = 1
     while k <= ngt:
         flag = 1 if m > k else 0
         _adapt(state, g + (k - 1) * NUM_GT_CLASSES, flag)
+        _adapt(state, _gt2_ctx(gt2, k, kk, colv), flag)
         if flag == 0:
             return
         k += 1
+    eg_base = _eg_base(ngt)
     v = m - ngt
     n = 0
     while (v >> (n + 1)) != 0:
@@ -483,13 +637,13 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
     Bits come from the same adaptive model the coder runs, so the choice tracks the
     context state the decoder will actually be in.
     """
-    nctx = CTX_GT + ngt * NUM_GT_CLASSES + 3 * NUM_EG_CTX
-    eg_base = CTX_GT + ngt * NUM_GT_CLASSES
+    nctx = num_contexts_jit(ngt)
     state = _init_state(nctx, SHIFT_FAST, SHIFT_SLOW)
     saved = state.copy()
     out = np.zeros(rows * rowlen, dtype=np.int64)
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
+    colsign = np.zeros(rowlen, dtype=np.int64)
     prev_skipped = 0
     act = 0
     for r in range(rows):
@@ -504,34 +658,38 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
         a = 0
         b = 0
         sa = 0
+        agree = 0
         row_cost = _cost(saved, table, CTX_SKIP + prev_skipped, 1) * lam
         any_nz = False
         for i in range(rowlen):
             x = scaled[base + i]
             c = prev[i]
-            cc = _col_class(colact[i])
+            colv = colact[i]
+            cc = _col_class(colv)
             ax = x if x >= 0 else -x
             neg = 1 if x < 0 else 0
+            sg = _sign_ctx(sa, colsign[i], agree)
             mn = int(np.floor(ax + 0.5))
             if mn > MAX_MAGNITUDE:
                 mn = MAX_MAGNITUDE
             best_m = 0
-            best = ax * ax + lam * _level_cost(state, table, 0, neg, a, b, c, cc, act, sa, ngt, eg_base)
+            best = ax * ax + lam * _level_cost(state, table, 0, neg, a, b, c, cc, act, sg, colv, ngt)
             lo = mn - 1 if mn >= 2 else 1
             for m in range(lo, mn + 1):
                 if m <= 0:
                     continue
                 d = ax - m
-                j = d * d + lam * _level_cost(state, table, m, neg, a, b, c, cc, act, sa, ngt, eg_base)
+                j = d * d + lam * _level_cost(state, table, m, neg, a, b, c, cc, act, sg, colv, ngt)
                 if j < best:
                     best = j
                     best_m = m
             row_cost += best
-            _update_level(state, best_m, neg, a, b, c, cc, act, sa, ngt, eg_base)
+            _update_level(state, best_m, neg, a, b, c, cc, act, sg, colv, ngt)
             q = -best_m if neg == 1 else best_m
             out[base + i] = q
             if best_m != 0:
                 any_nz = True
+                agree = _agree_update(agree, colsign[i], neg)
             sa = 0 if q == 0 else (1 if q > 0 else 2)
             b = a
             a = best_m
@@ -549,5 +707,6 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
                 prev[i] = 0
             prev_skipped = 1
         else:
+            _colsign_update(colsign, out, base, rowlen, agree)
             prev_skipped = 0
     return out
