@@ -116,9 +116,10 @@ def decode_lanes(
     low = np.uint64(1 << 31)
     pos = 0
     nwords = words.shape[0]
-    i = 0
-    while i < n:
-        for lane in range(min(lanes, n - i)):
+    full = n - n % lanes
+    for i in range(0, n, lanes):
+        count = lanes if i < full else n - full  # a fixed trip count in the bulk helps LLVM
+        for lane in range(count):
             x = xs[lane]
             slot = x & mask
             s = table[slot]
@@ -130,7 +131,6 @@ def decode_lanes(
                 x = (x << np.uint64(32)) | np.uint64(words[pos])
                 pos += 1
             xs[lane] = x
-        i += lanes
     ended = True
     for lane in range(lanes):
         if xs[lane] != low:
@@ -162,6 +162,35 @@ def read_uvarints(data: np.ndarray, pos: int, count: int) -> tuple[np.ndarray, i
                 return out, pos, 2
         out[i] = value
     return out, pos, 0
+
+
+@njit(cache=True, nogil=True)
+def read_model(data: np.ndarray, pos: int, alphabet: int, precision: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:  # pragma: no cover - compiled
+    """The frequency table: (freq, cum with alphabet + 1 entries, new position, status,
+    number of nonzero frequencies). Status 0 ok; 1 or 2 a malformed varint (as
+    :func:`read_uvarints`); 3 the frequencies do not sum to exactly 2**precision."""
+    values, pos, status = read_uvarints(data, pos, alphabet)
+    freq = np.empty(alphabet, dtype=np.uint32)
+    cum = np.zeros(alphabet + 1, dtype=np.uint32)
+    if status:
+        return freq, cum, pos, status, 0
+    total = np.uint64(0)
+    limit = np.uint64(1) << np.uint64(precision)
+    nonzero = 0
+    for s in range(alphabet):
+        f = values[s]
+        if f > limit:
+            return freq, cum, pos, 3, 0
+        total += f
+        if total > limit:
+            return freq, cum, pos, 3, 0
+        freq[s] = np.uint32(f)
+        cum[s + 1] = np.uint32(total)
+        if f:
+            nonzero += 1
+    if total != limit:
+        return freq, cum, pos, 3, 0
+    return freq, cum, pos, 0, nonzero
 
 
 @njit(cache=True, nogil=True)

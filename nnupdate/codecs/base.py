@@ -206,7 +206,28 @@ def stage_class(codec_id: int) -> type[Stage]:
 
 
 def stage_from_record(record: StageRecord) -> Stage:
-    return stage_class(record.codec_id).from_params(record.params)
+    """The stage a stored record describes.
+
+    Stages are immutable, and the records of one file mostly repeat a few pipelines
+    (one global step, one coder), so stages with scalar parameters are memoised: on a
+    ResNet-sized decode, rebuilding and re-validating each one cost more than
+    reconstructing its tensor.
+    """
+    params = record.params
+    if all(type(v) in _HASHABLE for v in params.values()):
+        # the key keeps each value's type and a float's exact bits (1 == 1.0 == True and
+        # 0.0 == -0.0 in Python, but not as stored parameters)
+        key = tuple((k, type(v), v.hex() if type(v) is float else v) for k, v in sorted(params.items()))  # type: ignore[union-attr]
+        return _cached_stage(record.codec_id, key, tuple(params.items()))
+    return stage_class(record.codec_id).from_params(params)
+
+
+_HASHABLE = (int, float, str, bytes)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_stage(codec_id: int, key: tuple[object, ...], items: tuple[tuple[str, ParamValue], ...]) -> Stage:
+    return stage_class(codec_id).from_params(dict(items))
 
 
 def registered_stages() -> dict[str, type[Stage]]:

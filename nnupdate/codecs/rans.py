@@ -178,21 +178,22 @@ class Rans(ArrayToBytes):
             raise CodecError("rans: symbol window outside the int64 range")
         from . import _rans_kernel  # numba compiles on first use; keep CLI start-up fast
 
-        freq64, r.pos, status = _rans_kernel.read_uvarints(np.frombuffer(data, dtype=np.uint8), r.pos, alphabet)
+        freq, cum, r.pos, status, nonzero = _rans_kernel.read_model(
+            np.frombuffer(data, dtype=np.uint8), r.pos, alphabet, precision
+        )
+        if status == 3:
+            raise CodecError("rans: frequencies do not sum to 2**precision")
         if status:
             raise CodecError("rans: malformed frequency table")
-        if int(freq64.max()) > 1 << precision or int(freq64.sum()) != 1 << precision:
-            raise CodecError("rans: frequencies do not sum to 2**precision")
-        freq = freq64.astype(np.int64)
-        nonzero = np.flatnonzero(freq)
-        if len(nonzero) == 1 and not (has_escape and nonzero[0] == alphabet - 1):
+        only = int(np.argmax(freq)) if nonzero == 1 else -1
+        if only >= 0 and not (has_escape and only == alphabet - 1):
             # One symbol, no stream: a few bytes may stand for N elements, so build the
             # output directly in its own type (no N-sized int64 intermediates).
             if r.remaining:
                 raise CodecError("rans: trailing bytes after the stream")
-            return _constant(int(nonzero[0]) + lo, spec)
-        if len(nonzero) == 1:
-            index = np.full(n, nonzero[0], dtype=np.int64)
+            return _constant(only + lo, spec)
+        if only >= 0:
+            index = np.full(n, only, dtype=np.int64)
         else:
             nwords = r.uvarint()
             lanes = self.lanes
@@ -202,11 +203,8 @@ class Rans(ArrayToBytes):
             if int(states.min()) < 1 << 31 or int(states.max()) >= 1 << 63:
                 raise CodecError("rans: initial state out of range")
             words = np.frombuffer(r.take(4 * nwords), dtype="<u4")
-            cum = np.concatenate(([0], np.cumsum(freq))).astype(np.uint32)  # alphabet + 1 entries
             if lanes > 1 and lo >= _INT32_MIN and lo + alphabet - 1 <= _INT32_MAX:
-                values32, used, ended = _rans_kernel.decode_lanes(
-                    states.astype(np.uint64), words, n, freq.astype(np.uint32), cum, precision, lo
-                )
+                values32, used, ended = _rans_kernel.decode_lanes(states.astype(np.uint64), words, n, freq, cum, precision, lo)
                 if used != nwords or not ended:
                     raise CodecError("rans: corrupt stream")
                 if not has_escape:
@@ -240,17 +238,13 @@ class Rans(ArrayToBytes):
         from . import _rans_kernel
 
         if len(states) > 1:  # a window beyond int32: decode indices (lo = 0), then shift
-            decoded, used, ended = _rans_kernel.decode_lanes(
-                states.astype(np.uint64), words, n, freq.astype(np.uint32), cum, precision, 0
-            )
+            decoded, used, ended = _rans_kernel.decode_lanes(states.astype(np.uint64), words, n, freq, cum, precision, 0)
             if used != len(words) or not ended:
                 raise CodecError("rans: corrupt stream")
             return decoded
         # bucket table size: ~4 slots ranges per symbol, at most 2**_BUCKET_BITS
         bucket_bits = min(precision, _BUCKET_BITS, max(6, alphabet.bit_length() + 2))
-        decoded, used, final = _rans_kernel.decode(
-            np.uint64(states[0]), words, n, freq.astype(np.uint32), cum, _NO_BUCKET, precision, bucket_bits
-        )
+        decoded, used, final = _rans_kernel.decode(np.uint64(states[0]), words, n, freq, cum, _NO_BUCKET, precision, bucket_bits)
         if used != len(words) or int(final) != 1 << 31:
             raise CodecError("rans: corrupt stream")
         return decoded

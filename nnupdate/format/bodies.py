@@ -102,6 +102,54 @@ def read_name(r: BodyReader, limits: Limits) -> str:
     return r.text(length)
 
 
+def read_members(r: BodyReader, limits: Limits) -> list[tuple[str, int, int, tuple[int, ...]]]:
+    """(name, dtype code, role code, shape) of every TGRP member.
+
+    The member table is the longest header of a file (a hundred-odd entries for the
+    small tensors of a ResNet), so this loop reads it inline instead of through the
+    cursor's methods; it refuses exactly what they would.
+    """
+    data, pos, end = r.data, r.pos, len(r.data)
+    count = r.u16()
+    pos = r.pos
+    out = []
+    max_name, max_ndim = limits.max_name_bytes, limits.max_ndim
+    try:
+        for _ in range(count):
+            length = data[pos] | data[pos + 1] << 8
+            if length > max_name:
+                raise LimitError(f"tensor name of {length} bytes exceeds the limit of {max_name}")
+            name_end = pos + 2 + length
+            if name_end + 3 > end:
+                raise IndexError
+            name = data[pos + 2 : name_end].decode("utf-8")
+            dtype, role, ndim = data[name_end], data[name_end + 1], data[name_end + 2]
+            if ndim > max_ndim:
+                raise LimitError(f"tensor rank {ndim} exceeds the limit of {max_ndim}")
+            pos = name_end + 3
+            dims = []
+            for _ in range(ndim):
+                byte = data[pos]
+                pos += 1
+                if byte < 0x80:
+                    dims.append(byte)
+                    continue
+                value, shift = byte & 0x7F, 7
+                while byte >= 0x80:
+                    byte = data[pos]
+                    pos += 1
+                    value |= (byte & 0x7F) << shift
+                    shift += 7
+                dims.append(value)
+            out.append((name, dtype, role, tuple(dims)))
+    except IndexError:
+        raise TruncatedError(f"malformed {r.what}: cut off") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"malformed {r.what}: invalid UTF-8") from None
+    r.pos = pos
+    return out
+
+
 def _param_value(r: BodyReader, tag: int, limits: Limits) -> ParamScalar:
     if tag == schema.TAG_INT:
         z = r.uvarint()

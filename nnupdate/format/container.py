@@ -343,8 +343,11 @@ def _stages_from(r: bodies.BodyReader, name: str, limits: Limits) -> list[StageR
     return [StageRecord(codec_id, params) for codec_id, params in bodies.read_stages(r, name, limits)]
 
 
+_ROLES = {int(role): role for role in Role}
+
+
 def _role(value: int) -> Role:
-    return Role(value) if value in Role._value2member_map_ else Role.UNKNOWN
+    return _ROLES.get(value, Role.UNKNOWN)
 
 
 def _tensor_from(body: memoryview, limits: Limits) -> TensorRecord:
@@ -380,21 +383,20 @@ def _group_from(body: memoryview, limits: Limits) -> TensorRecord:
 
 
 def _group_members(r: bodies.BodyReader, limits: Limits) -> list[Member]:
-    count = r.u16()
-    if not count:
+    entries = bodies.read_members(r, limits)
+    if not entries:
         raise FormatError("TGRP chunk has no members")
+    dtype_code = entries[0][1]
+    if any(e[1] != dtype_code for e in entries):
+        raise FormatError("TGRP members must share one element type")
+    dtype = dtypes.name_of(dtype_code)
     members = []
     total = 0
-    for _ in range(count):
-        name = bodies.read_name(r, limits)
-        dtype, role = r.u8(), r.u8()
-        shape = bodies.read_shape(r, limits)
+    for name, _, role, shape in entries:
         total += _check_shape(name, shape, limits)
-        members.append(Member(name, dtypes.name_of(dtype), shape, _role(role)))
+        members.append(Member(name, dtype, shape, _ROLES.get(role, Role.UNKNOWN)))
     if total > limits.max_elements:
         raise LimitError(f"group declares {total} elements, over the limit of {limits.max_elements}")
-    if len({m.dtype for m in members}) != 1:
-        raise FormatError("TGRP members must share one element type")
     return members
 
 
