@@ -27,7 +27,7 @@ _NO_BUCKET = np.zeros(0, dtype=np.int32)
 MAX_PRECISION = 20
 MAX_LANES = 32
 #: Interleaved coding pays its extra states (8 bytes per lane) only on larger tensors.
-LANE_POLICY: tuple[tuple[int, int], ...] = ((1 << 16, 8), (1 << 13, 4))
+LANE_POLICY: tuple[tuple[int, int], ...] = ((1 << 13, 8),)
 #: with lanes, the encoder keeps precision at most this, so the decoder's full slot
 #: table (2**P uint16) stays in L1; the rate cost is a few hundredths of a percent
 LANES_MAX_PRECISION = 14

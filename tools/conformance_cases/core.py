@@ -375,7 +375,7 @@ CASES = [
     Case("core-rans-single-symbol", "rans whose model has one symbol (no stream), incl. all-zero levels",
          _rans_single_symbol),
     Case("core-rans-lanes", "interleaved rans (lanes 2..32, N not a multiple of the lanes, N < lanes, escapes, "
-         "a window beyond int32, int16 output; a default-encoded 64x130 tensor, which the encoder gives 4 lanes)",
+         "a window beyond int32, int16 output; a default-encoded 64x130 tensor, which the encoder gives 8 lanes)",
          _rans_lanes),
     Case("core-int-types", "every integer type and bool, raw and rans, FULL kind", _int_types),
     Case("core-float-types", "float64/32/16 and bfloat16, specials, raw casts, zstd level 19, uniform on f16/bf16",
