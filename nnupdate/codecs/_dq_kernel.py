@@ -21,6 +21,37 @@ from numba import njit
 TRANSITION = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], dtype=np.int64)
 NUM_RATE_CLASSES = 3
 MAX_RATE_LEVEL = 24
+#: scale classes of a position (row activity 3 x column activity 4, as the ctx coder's
+#: significance contexts see them), taken from the previous pass's levels
+NUM_SCALE_CLASSES = 12
+
+
+@njit(cache=True)
+def scale_classes(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Per position, ``4 * row activity class + column activity class`` of the ctx coder
+    (spec/CONTEXT.md 2.3) if ``levels`` were coded: what the entropy coder will see there."""
+    out = np.zeros(rows * rowlen, dtype=np.int64)
+    col = np.zeros(rowlen, dtype=np.int64)
+    act = 0
+    for r in range(rows):
+        base = r * rowlen
+        coded = False
+        for i in range(rowlen):
+            if levels[base + i] != 0:
+                coded = True
+                break
+        for i in range(rowlen):
+            ra = 0 if act < 16 else (1 if act < 128 else 2)
+            cv = col[i]
+            ca = 0 if cv < 24 else (1 if cv < 96 else (2 if cv < 320 else 3))
+            out[base + i] = ra * 4 + ca
+            if coded:
+                m = levels[base + i]
+                m = m if m >= 0 else -m
+                v = m if m < 15 else 15
+                col[i] += (256 * v - col[i]) >> 2
+                act += (256 * v - act) >> 4
+    return out
 
 
 @njit(cache=True)
@@ -75,12 +106,13 @@ def _cls(prev: int) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray) -> np.ndarray:  # pragma: no cover
+def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray) -> np.ndarray:  # pragma: no cover
     """Levels minimising sum (x/d - rec)^2 + lam * rate along each row (Viterbi, 4 states).
 
     ``rate[c, m]`` is the estimated bits of a level of magnitude ``m`` (sign included for
-    m > 0) when the previous level's magnitude class is ``c``; each survivor carries its
-    own previous level, so the estimate follows the path.
+    m > 0) in rate class ``c``: quantizer x scale class of the position (``scale``, from
+    the previous pass) x class of the previous magnitude; each survivor carries its own
+    previous level, so the estimate follows the path.
     """
     out = np.zeros(rows * rowlen, dtype=np.int64)
     back_state = np.empty((rowlen, 4), dtype=np.int64)
@@ -104,7 +136,7 @@ def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.nda
                 c0 = cost[s]
                 if c0 >= inf:
                     continue
-                cls = _cls(last[s]) + (NUM_RATE_CLASSES if s >= 2 else 0)
+                cls = ((NUM_SCALE_CLASSES if s >= 2 else 0) + scale[base + i]) * NUM_RATE_CLASSES + _cls(last[s])
                 q1 = s >= 2
                 # candidate magnitudes m; reconstruction magnitude: Q0 -> 2m, Q1 -> 2m - 1 (m > 0)
                 mc = int(np.floor((ax + 1.0) / 2.0)) if q1 else int(np.floor(ax / 2.0))

@@ -25,26 +25,35 @@ from .uniform import check_step, reconstruct
 _LIMIT = (1 << 30) - 1
 
 
-def _rate_table(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:
-    """Bits of magnitude m after a level of magnitude class c, from counts (add-one smoothed)."""
-    from ._dq_kernel import MAX_RATE_LEVEL, NUM_RATE_CLASSES
+def _rate_table(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bits of magnitude m per rate class, from counts; and each position's scale class.
 
-    m = np.abs(levels).reshape(rows, rowlen)
+    A rate class is (quantizer, scale class of the position, class of the previous
+    magnitude): the scale class is the ctx coder's row x column activity at that position
+    on the previous pass's levels, so the trellis sees the rates the coder will charge in
+    loud and quiet regions. Sparse classes back off to the (quantizer, previous
+    magnitude) distribution.
+    """
+    from ._dq_kernel import MAX_RATE_LEVEL, NUM_RATE_CLASSES, NUM_SCALE_CLASSES, quantizer_ids, scale_classes
+
+    flat = np.ascontiguousarray(levels, dtype=np.int64).reshape(-1)
+    m = np.abs(flat).reshape(rows, rowlen)
     prev = np.zeros_like(m)
     if rowlen > 1:
         prev[:, 1:] = m[:, :-1]
-    from ._dq_kernel import quantizer_ids
-
-    qz = quantizer_ids(np.ascontiguousarray(levels, dtype=np.int64).reshape(-1), rows, rowlen)
-    cls = np.minimum(prev, NUM_RATE_CLASSES - 1).reshape(-1) + NUM_RATE_CLASSES * qz
+    qz = quantizer_ids(flat, rows, rowlen)
+    scale = scale_classes(flat, rows, rowlen)
+    pc = np.minimum(prev, NUM_RATE_CLASSES - 1).reshape(-1)
     mm = np.minimum(m, MAX_RATE_LEVEL - 1).reshape(-1)
-    counts = np.zeros((2 * NUM_RATE_CLASSES, MAX_RATE_LEVEL), dtype=np.float64)
-    np.add.at(counts, (cls, mm), 1.0)
-    counts += 0.5
-    p = counts / counts.sum(axis=1, keepdims=True)
-    rate = -np.log2(p)
+    fine = np.zeros((2, NUM_SCALE_CLASSES, NUM_RATE_CLASSES, MAX_RATE_LEVEL), dtype=np.float64)
+    np.add.at(fine, (qz, scale, pc, mm), 1.0)
+    coarse = fine.sum(axis=1, keepdims=True) + 0.5
+    coarse /= coarse.sum(axis=-1, keepdims=True)
+    prior = 8.0  # pseudo-counts of the coarse distribution in each fine class
+    p = (fine + prior * coarse) / (fine.sum(axis=-1, keepdims=True) + prior)
+    rate = -np.log2(p).reshape(2 * NUM_SCALE_CLASSES * NUM_RATE_CLASSES, MAX_RATE_LEVEL)
     rate[:, 1:] += 1.0  # sign
-    return rate
+    return rate, scale
 
 
 def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: float, passes: int = 2) -> np.ndarray:
@@ -62,7 +71,8 @@ def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: floa
     scaled = flat / step
     levels = np.rint(scaled / 2).astype(np.int64)  # Q0 alone: a first guess for the rates
     for _ in range(passes):
-        levels = _dq_kernel.trellis(scaled, rows, rowlen, float(lam), _rate_table(levels, rows, rowlen))
+        rate, scale = _rate_table(levels, rows, rowlen)
+        levels = _dq_kernel.trellis(scaled, rows, rowlen, float(lam), rate, scale)
     return levels
 
 
