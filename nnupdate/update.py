@@ -15,7 +15,7 @@ import numpy as np
 
 from . import dtypes
 from .codecs import pipeline as pipelines
-from .codecs.base import ArraySpec, ArrayToArray, stage_from_record
+from .codecs.base import ArraySpec, ArrayToArray
 from .codecs.pipeline import Pipeline
 from .codecs.presets import Codec, parse_codec
 from .errors import BaseMismatchError, CodecError, InputError, LimitError, ShapeMismatchError
@@ -415,7 +415,7 @@ def decode_record(record: TensorRecord) -> list[TensorChange]:
         if record.stages or record.payload or record.members:
             raise CodecError(f"{record.name}: a {record.combine.name} tensor carries no pipeline, payload or members")
         return [change]
-    stages = Pipeline(tuple(stage_from_record(s) for s in record.stages))
+    stages = pipelines.pipeline_of(record.stages)
     spec = ArraySpec(record.shape, pipeline_dtype(record.dtype, record.combine))
     try:
         data = pipelines.decode(stages, record.payload, spec)

@@ -93,29 +93,56 @@ def decode(
     return out, pos, x
 
 
+#: statuses of :func:`decode_lanes`
+OK, TRUNCATED, BAD_STATE, EXHAUSTED, NOT_ENDED = 0, 1, 2, 3, 4
+
+
 @njit(cache=True, nogil=True)
 def decode_lanes(
-    states: np.ndarray, words: np.ndarray, n: int, freq: np.ndarray, cum: np.ndarray, precision: int, lo: int
-) -> tuple[np.ndarray, int, bool]:  # pragma: no cover - compiled
-    """Interleaved decoding: symbol ``i`` from lane ``i mod len(states)``, words shared.
+    data: np.ndarray, pos: int, n: int, lanes: int, freq: np.ndarray, cum: np.ndarray, precision: int, lo: int
+) -> tuple[np.ndarray, int, int]:  # pragma: no cover - compiled
+    """Interleaved decoding of the stream at ``data[pos:]`` (W, the lane states, the words):
+    symbol ``i`` from lane ``i mod lanes``, all lanes reading one word sequence.
 
-    Returns (``lo + symbol`` as int32, words consumed or -1 when the stream runs out,
-    whether every lane ended at 2**31). The caller guarantees ``lo .. lo + alphabet - 1``
-    fits int32. A full 2**precision slot->symbol table (uint16: the alphabet is at most
-    4096) replaces the search: encoders that use lanes keep precision <= 14, so the table
-    stays in L1, and the independent lanes keep several state updates in flight.
+    Returns (``lo + symbol`` as int32, status, position after the words). The caller
+    guarantees ``lo .. lo + alphabet - 1`` fits int32 (``lo = 0`` gives indices). A full
+    2**precision slot->symbol table (uint16: the alphabet is at most 4096) replaces the
+    search: encoders that use lanes keep precision <= 14, so the table stays in L1, and
+    the independent lanes keep several state updates in flight. Reading the header here
+    too spares the caller a handful of numpy calls per tensor.
     """
-    lanes = states.shape[0]
     out = np.empty(n, dtype=np.int32)
+    size = data.shape[0]
+    nwords = np.uint64(0)  # uvarint W
+    shift = np.uint64(0)
+    while True:
+        if pos >= size or shift > np.uint64(56):
+            return out, TRUNCATED, pos
+        byte = np.uint64(data[pos])
+        pos += 1
+        nwords |= (byte & np.uint64(0x7F)) << shift
+        shift += np.uint64(7)
+        if byte < 0x80:
+            break
+    if nwords > np.uint64(n + 1) or np.uint64(size - pos) < np.uint64(8 * lanes) + np.uint64(4) * nwords:
+        return out, TRUNCATED, pos
+    xs = np.empty(lanes, dtype=np.uint64)
+    low = np.uint64(1 << 31)
+    for lane in range(lanes):
+        x = np.uint64(0)
+        for k in range(8):
+            x |= np.uint64(data[pos + 8 * lane + k]) << np.uint64(8 * k)
+        if x < low or x >= np.uint64(1 << 63):
+            return out, BAD_STATE, pos
+        xs[lane] = x
+    pos += 8 * lanes
     table = np.empty(1 << precision, dtype=np.uint16)
     for s in range(freq.shape[0]):
         table[cum[s] : cum[s + 1]] = s
-    xs = states.copy()
     p = np.uint64(precision)
     mask = np.uint64((1 << precision) - 1)
-    low = np.uint64(1 << 31)
-    pos = 0
-    nwords = words.shape[0]
+    q = pos  # next word
+    end = pos + 4 * int(nwords)
     full = n - n % lanes
     for i in range(0, n, lanes):
         count = lanes if i < full else n - full  # a fixed trip count in the bulk helps LLVM
@@ -126,16 +153,19 @@ def decode_lanes(
             out[i + lane] = np.int32(lo + np.int64(s))
             x = np.uint64(freq[s]) * (x >> p) + slot - np.uint64(cum[s])
             if x < low:
-                if pos >= nwords:
-                    return out, -1, False
-                x = (x << np.uint64(32)) | np.uint64(words[pos])
-                pos += 1
+                if q >= end:
+                    return out, EXHAUSTED, q
+                w = np.uint64(data[q]) | (np.uint64(data[q + 1]) << np.uint64(8))
+                w |= (np.uint64(data[q + 2]) << np.uint64(16)) | (np.uint64(data[q + 3]) << np.uint64(24))
+                x = (x << np.uint64(32)) | w
+                q += 4
             xs[lane] = x
-    ended = True
+    if q != end:
+        return out, NOT_ENDED, q
     for lane in range(lanes):
         if xs[lane] != low:
-            ended = False
-    return out, pos, ended
+            return out, NOT_ENDED, q
+    return out, OK, q
 
 
 @njit(cache=True, nogil=True)

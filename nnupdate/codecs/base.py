@@ -213,21 +213,30 @@ def stage_from_record(record: StageRecord) -> Stage:
     ResNet-sized decode, rebuilding and re-validating each one cost more than
     reconstructing its tensor.
     """
-    params = record.params
-    if all(type(v) in _HASHABLE for v in params.values()):
-        # the key keeps each value's type and a float's exact bits (1 == 1.0 == True and
-        # 0.0 == -0.0 in Python, but not as stored parameters)
-        key = tuple((k, type(v), v.hex() if type(v) is float else v) for k, v in sorted(params.items()))  # type: ignore[union-attr]
-        return _cached_stage(record.codec_id, key, tuple(params.items()))
-    return stage_class(record.codec_id).from_params(params)
+    key = stage_key(record)
+    if key is None:
+        return stage_class(record.codec_id).from_params(record.params)
+    return _cached_stage(key, tuple(record.params.items()))
 
 
 _HASHABLE = (int, float, str, bytes)
 
 
+def stage_key(record: StageRecord) -> tuple[object, ...] | None:
+    """A hashable identity of a stored stage, or None when a parameter is an array.
+
+    Each value keeps its type and a float its exact bits: 1 == 1.0 == True and
+    0.0 == -0.0 in Python, but not as stored parameters.
+    """
+    params = record.params
+    if not all(type(v) in _HASHABLE for v in params.values()):
+        return None
+    return (record.codec_id, *((k, type(v), v.hex() if type(v) is float else v) for k, v in sorted(params.items())))  # type: ignore[union-attr]
+
+
 @functools.lru_cache(maxsize=256)
-def _cached_stage(codec_id: int, key: tuple[object, ...], items: tuple[tuple[str, ParamValue], ...]) -> Stage:
-    return stage_class(codec_id).from_params(dict(items))
+def _cached_stage(key: tuple[object, ...], items: tuple[tuple[str, ParamValue], ...]) -> Stage:
+    return stage_class(key[0]).from_params(dict(items))  # type: ignore[arg-type]
 
 
 def registered_stages() -> dict[str, type[Stage]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import CodecError, FormatError
-from .base import ArraySpec, ArrayToArray, ArrayToBytes, BytesToBytes, Stage
+from ..format import StageRecord
+from .base import ArraySpec, ArrayToArray, ArrayToBytes, BytesToBytes, Stage, stage_from_record, stage_key
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,16 @@ class Pipeline:
         ):
             raise FormatError(f"stages out of order: {[c.__name__ for c in kinds]}")
 
-    @property
+    # cached: a decode asks for these once per tensor, and pipelines repeat across tensors
+    @functools.cached_property
     def array_stages(self) -> tuple[ArrayToArray, ...]:
         return tuple(s for s in self.stages if isinstance(s, ArrayToArray))
 
-    @property
+    @functools.cached_property
     def serializer(self) -> ArrayToBytes:
         return next(s for s in self.stages if isinstance(s, ArrayToBytes))
 
-    @property
+    @functools.cached_property
     def byte_stages(self) -> tuple[BytesToBytes, ...]:
         return tuple(s for s in self.stages if isinstance(s, BytesToBytes))
 
@@ -47,6 +50,24 @@ class Pipeline:
 
     def describe(self) -> str:
         return " | ".join(s.describe() for s in self.stages)
+
+
+_PIPELINES: dict[tuple[object, ...], Pipeline] = {}
+
+
+def pipeline_of(records: Sequence[StageRecord]) -> Pipeline:
+    """The validated pipeline of stored stage records, memoised (a file's tensors mostly
+    share one or two pipelines, and validating one costs more than a small tensor's decode)."""
+    keys = tuple(stage_key(r) for r in records)
+    if None in keys:
+        return Pipeline(tuple(stage_from_record(r) for r in records))
+    pipeline = _PIPELINES.get(keys)
+    if pipeline is None:
+        pipeline = Pipeline(tuple(stage_from_record(r) for r in records))
+        if len(_PIPELINES) >= 256:
+            _PIPELINES.clear()
+        _PIPELINES[keys] = pipeline
+    return pipeline
 
 
 def run_array_stages(stages: Sequence[ArrayToArray], values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, ArraySpec, list[Stage]]:

@@ -72,6 +72,8 @@ def normalize_counts(counts: np.ndarray, precision: int) -> np.ndarray:
     return freq
 
 
+_LANE_DEFECTS = {1: "stream length is inconsistent", 2: "initial state out of range", 3: "corrupt stream (words exhausted)",
+                 4: "corrupt stream (final state check failed)"}
 _INT32_MIN = -(1 << 31)
 _INT32_MAX = (1 << 31) - 1
 _INT64_MIN = -(1 << 63)
@@ -194,27 +196,23 @@ class Rans(ArrayToBytes):
             return _constant(only + lo, spec)
         if only >= 0:
             index = np.full(n, only, dtype=np.int64)
+        elif self.lanes > 1:
+            fits32 = lo >= _INT32_MIN and lo + alphabet - 1 <= _INT32_MAX
+            values32, status, r.pos = _rans_kernel.decode_lanes(
+                np.frombuffer(data, dtype=np.uint8), r.pos, n, self.lanes, freq, cum, precision, lo if fits32 else 0
+            )
+            if status:
+                raise CodecError(f"rans: {_LANE_DEFECTS[status]}")
+            if not has_escape:
+                if r.remaining:
+                    raise CodecError("rans: trailing bytes after the stream")
+                if fits32 and dtypes.storage_dtype(spec.dtype) == np.dtype("<i4"):
+                    return values32.reshape(spec.shape)
+            index = values32.astype(np.int64)
+            if fits32:
+                index -= lo
         else:
-            nwords = r.uvarint()
-            lanes = self.lanes
-            if nwords > n + 1 or r.remaining < 8 * lanes + 4 * nwords:
-                raise CodecError("rans: stream length is inconsistent")
-            states = np.frombuffer(r.take(8 * lanes), dtype="<u8")
-            if int(states.min()) < 1 << 31 or int(states.max()) >= 1 << 63:
-                raise CodecError("rans: initial state out of range")
-            words = np.frombuffer(r.take(4 * nwords), dtype="<u4")
-            if lanes > 1 and lo >= _INT32_MIN and lo + alphabet - 1 <= _INT32_MAX:
-                values32, used, ended = _rans_kernel.decode_lanes(states.astype(np.uint64), words, n, freq, cum, precision, lo)
-                if used != nwords or not ended:
-                    raise CodecError("rans: corrupt stream")
-                if not has_escape:
-                    if r.remaining:
-                        raise CodecError("rans: trailing bytes after the stream")
-                    if dtypes.storage_dtype(spec.dtype) == np.dtype("<i4"):
-                        return values32.reshape(spec.shape)
-                decoded = values32 - np.int32(lo)
-            else:
-                decoded = self._decode_serial(states, words, n, freq, cum, precision, alphabet)
+            decoded = self._decode_serial(r, n, freq, cum, precision, alphabet)
             if not has_escape:
                 if r.remaining:
                     raise CodecError("rans: trailing bytes after the stream")
@@ -231,23 +229,23 @@ class Rans(ArrayToBytes):
         return _to_spec(values, spec)
 
     @staticmethod
-    def _decode_serial(
-        states: np.ndarray, words: np.ndarray, n: int, freq: np.ndarray, cum: np.ndarray, precision: int, alphabet: int
-    ) -> np.ndarray:
-        """Symbol indices, lane by lane in element order, for any lane count and window."""
+    def _decode_serial(r: Reader, n: int, freq: np.ndarray, cum: np.ndarray, precision: int, alphabet: int) -> np.ndarray:
+        """Symbol indices of a single-lane stream."""
         from . import _rans_kernel
 
-        if len(states) > 1:  # a window beyond int32: decode indices (lo = 0), then shift
-            decoded, used, ended = _rans_kernel.decode_lanes(states.astype(np.uint64), words, n, freq, cum, precision, 0)
-            if used != len(words) or not ended:
-                raise CodecError("rans: corrupt stream")
-            return decoded
+        nwords = r.uvarint()
+        if nwords > n + 1 or r.remaining < 8 + 4 * nwords:
+            raise CodecError("rans: stream length is inconsistent")
+        state = int.from_bytes(r.take(8), "little")
+        if not (1 << 31) <= state < (1 << 63):
+            raise CodecError("rans: initial state out of range")
+        words = np.frombuffer(r.take(4 * nwords), dtype="<u4")
         # bucket table size: ~4 slots ranges per symbol, at most 2**_BUCKET_BITS
         bucket_bits = min(precision, _BUCKET_BITS, max(6, alphabet.bit_length() + 2))
-        decoded, used, final = _rans_kernel.decode(np.uint64(states[0]), words, n, freq, cum, _NO_BUCKET, precision, bucket_bits)
-        if used != len(words) or int(final) != 1 << 31:
+        decoded, used, final = _rans_kernel.decode(np.uint64(state), words, n, freq, cum, _NO_BUCKET, precision, bucket_bits)
+        if used != nwords or int(final) != 1 << 31:
             raise CodecError("rans: corrupt stream")
-        return decoded
+        return decoded  # type: ignore[no-any-return]
 
     def max_encoded_size(self, spec: ArraySpec) -> int:
         return 64 + 8 * self.lanes + 10 * MAX_ALPHABET + 12 * spec.size
