@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Core codecs on the ResNet-56 fine-tune diff: bits/param, error, encode/decode MB/s.
 
-    python tools/bench_core.py [--runs 5] [--json]
+    python tools/bench_core.py [--runs 5] [--json] [--no-nncodec]
 
 The workload is ``resnet56-all`` from tools/workloads.py (../shared ResNet-56 fine-tuned
 on digits; generated and cached on first use). Sizes are the bytes of the whole
@@ -14,6 +14,14 @@ whose deltas after a domain change dwarf the weight deltas and so set the global
 runs: step search, quantize, entropy-code every candidate tail, measure the error on
 the real decode); decode = ``nnupdate.decode`` (parse, CRCs, digest, all stages);
 apply = ``nnupdate.apply`` on top of a decoded update.
+
+NNCodec (the peer, run in its own venv through tools/nncodec_runner.py, in this same
+run) codes the same trainable deltas at the operating points of our lossy rows: per row,
+the QP whose step matches ours (plain quantization) and the QP three below it (dependent
+quantization, which doubles the effective step), each with its own relative error and
+bits/param beside its speed, so speeds are compared at equal damage. NNCodec times
+itself (wall clock, one thread, median of ``--runs``); the ratio column is ours over
+NNCodec's at the same row.
 """
 
 from __future__ import annotations
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--codec", action="append", help="codec spec (repeatable); default: the core set")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--no-nncodec", action="store_true", help="skip the NNCodec peer")
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -116,14 +125,57 @@ def main(argv: list[str] | None = None) -> int:
     for name, (b, n) in sets.items():
         update = nnupdate.diff(b, n)
         results[name] = [measure(update, b, codec, args.runs) for codec in (args.codec or CODECS)]
+    peer = [] if args.no_nncodec else nncodec_rows(*sets["resnet56-trainable"], results["resnet56-trainable"], args.runs)
     if args.json:
-        print(json.dumps({"clock": args.clock, "runs": args.runs, "results": results}, indent=1))
+        print(json.dumps({"clock": args.clock, "runs": args.runs, "results": results, "nncodec": peer}, indent=1))
         return 0
     for name, rows in results.items():
         b, n = sets[name]
         print(f"\n{name}: {sum(v.size for v in n.values())} parameters, {len(n)} tensors; median of {args.runs} runs, {args.clock} clock")
         _table(rows)
+    if peer:
+        print("\nNNCodec on resnet56-trainable at the same operating points (same run; its own wall-clock timers)")
+        print(f"{'our row':32s} {'NNCodec config':28s} {'bits/param':>10s} {'rel.err':>9s} {'enc MB/s':>9s} {'dec MB/s':>9s} {'ours/NNC enc':>12s} {'ours/NNC dec':>12s}")
+        for p in peer:
+            print(
+                f"{p['ours']!s:32.32s} {p['config']:28s} {p['bits_per_param']:10.3f} {p['rel_l2_error']:9.2e} {p['encode_MBps']:9.2f} "
+                f"{p['decode_MBps']:9.1f} {p['encode_ratio']:12.1f} {p['decode_ratio']:12.1f}"
+            )
     return 0
+
+
+def nncodec_rows(base: dict, new: dict, ours: list[dict[str, object]], runs: int) -> list[dict[str, object]]:
+    """NNCodec at the operating point of each of our ``uniform`` rows (see the module doc)."""
+    import math
+
+    import nncodec_runner
+
+    if not nncodec_runner.available():
+        print("NNCodec venv not found: no peer rows", file=sys.stderr)
+        return []
+    deltas = {k: (new[k].astype(np.float64) - base[k].astype(np.float64)).astype(np.float32) for k in new if new[k].dtype.kind == "f"}
+    mb = 4 * sum(v.size for v in deltas.values()) / 1e6
+    norm = math.sqrt(sum(float(np.sum(d.astype(np.float64) ** 2)) for d in deltas.values()))
+    jobs = []
+    for row in ours:
+        codec = str(row["codec"])
+        if not codec.startswith("uniform:step="):
+            continue
+        qp = round(4 * math.log2(float(codec.split("step=")[1].split(",")[0])))
+        for config in (nncodec_runner.NNCodecConfig(qp, False, repeats=runs), nncodec_runner.NNCodecConfig(qp - 3, True, repeats=runs)):
+            jobs.append((row, config))
+    (results,) = nncodec_runner.encode_items([(deltas, [config for _, config in jobs])])
+    out: list[dict[str, object]] = []
+    for (row, _), r in zip(jobs, results):
+        err = math.sqrt(sum(float(np.sum((r.reconstructed[k].astype(np.float64).reshape(d.shape) - d) ** 2)) for k, d in deltas.items()))
+        enc, dec = mb / r.encode_s, mb / r.decode_s
+        out.append({
+            "ours": f"uniform {float(row['rel_l2_error']):.3f}", "config": r.config.label(),
+            "bits_per_param": 8 * len(r.bitstream) / (mb * 1e6 / 4), "rel_l2_error": err / norm,
+            "encode_MBps": enc, "decode_MBps": dec,
+            "encode_ratio": float(row["encode_MBps"]) / enc, "decode_ratio": float(row["decode_MBps"]) / dec,  # type: ignore[arg-type]
+        })
+    return out
 
 
 def _table(rows: list[dict[str, object]]) -> None:
