@@ -99,19 +99,21 @@ OK, TRUNCATED, BAD_STATE, EXHAUSTED, NOT_ENDED = 0, 1, 2, 3, 4
 
 @njit(cache=True, nogil=True)
 def decode_lanes(
-    data: np.ndarray, pos: int, n: int, lanes: int, freq: np.ndarray, cum: np.ndarray, precision: int, lo: int
+    data: np.ndarray, pos: int, n: int, lanes: int, freq: np.ndarray, cum: np.ndarray, precision: int, symbol_values: np.ndarray
 ) -> tuple[np.ndarray, int, int]:  # pragma: no cover - compiled
     """Interleaved decoding of the stream at ``data[pos:]`` (W, the lane states, the words):
     symbol ``i`` from lane ``i mod lanes``, all lanes reading one word sequence.
 
-    Returns (``lo + symbol`` as int32, status, position after the words). The caller
-    guarantees ``lo .. lo + alphabet - 1`` fits int32 (``lo = 0`` gives indices). A full
+    Returns (``symbol_values[symbol]`` per element, status, position after the words).
+    ``symbol_values`` maps the alphabet to what the caller wants written: the int32
+    values ``lo + s``, the indices ``s``, or a step quantizer's float32 reconstructions
+    (one lookup, so levels go straight to floats with no integer intermediate). A full
     2**precision slot->symbol table (uint16: the alphabet is at most 4096) replaces the
     search: encoders that use lanes keep precision <= 14, so the table stays in L1, and
     the independent lanes keep several state updates in flight. Reading the header here
     too spares the caller a handful of numpy calls per tensor.
     """
-    out = np.empty(n, dtype=np.int32)
+    out = np.empty(n, dtype=symbol_values.dtype)
     size = data.shape[0]
     nwords = np.uint64(0)  # uvarint W
     shift = np.uint64(0)
@@ -150,7 +152,7 @@ def decode_lanes(
             x = xs[lane]
             slot = x & mask
             s = table[slot]
-            out[i + lane] = np.int32(lo + np.int64(s))
+            out[i + lane] = symbol_values[s]
             x = np.uint64(freq[s]) * (x >> p) + slot - np.uint64(cum[s])
             if x < low:
                 if q >= end:

@@ -152,6 +152,12 @@ class ArrayToArray(Stage):
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
         """Invert :meth:`encode`, returning an array in ``spec``'s storage dtype."""
 
+    def scale_step(self, spec: ArraySpec) -> float | None:
+        """``step`` when :meth:`decode` of an integer input is exactly ``RN_float32(q * step)``
+        into a float32 ``spec`` (the step quantizers), so the pipeline may let the entropy
+        decoder write the floats directly; None otherwise."""
+        return None
+
 
 class ArrayToBytes(Stage):
     """Serializes an array (entropy coders, raw packing). Exactly one per pipeline."""
@@ -169,6 +175,13 @@ class ArrayToBytes(Stage):
     def max_encoded_size(self, spec: ArraySpec) -> int:
         """Upper bound of the payload size for ``spec``; bounds bytes→bytes decoders."""
         return 64 + 16 * spec.size + 65536
+
+    def decode_scaled(self, data: bytes, spec: ArraySpec, step: float) -> np.ndarray | None:
+        """Optionally ``RN_float32(decode(data, spec) * step)`` in one pass, the fused form
+        of a step quantizer's reconstruction (see :meth:`ArrayToArray.scale_step`); None
+        when this stage or this payload has no fused path. Must raise exactly what
+        :meth:`decode` would on a defective payload."""
+        return None
 
 
 class BytesToBytes(Stage):

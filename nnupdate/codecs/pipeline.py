@@ -132,6 +132,11 @@ def decode(pipeline: Pipeline, payload: bytes, spec: ArraySpec) -> np.ndarray:
     data = payload
     for byte_stage in reversed(pipeline.byte_stages):
         data = byte_stage.decode(data, bound)
+    if len(pipeline.array_stages) == 1:
+        step = pipeline.array_stages[0].scale_step(spec)
+        fused = None if step is None else serializer.decode_scaled(data, specs[-1], step)
+        if fused is not None:  # levels decoded straight to floats: no integer intermediate
+            return fused.reshape(spec.shape)
     values = serializer.decode(data, specs[-1])
     for array_stage, out_spec in zip(reversed(pipeline.array_stages), reversed(specs[:-1])):
         values = array_stage.decode(values, out_spec)

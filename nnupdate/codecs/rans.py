@@ -198,11 +198,10 @@ class Rans(ArrayToBytes):
             index = np.full(n, only, dtype=np.int64)
         elif self.lanes > 1:
             fits32 = lo >= _INT32_MIN and lo + alphabet - 1 <= _INT32_MAX
-            values32, status, r.pos = _rans_kernel.decode_lanes(
-                np.frombuffer(data, dtype=np.uint8), r.pos, n, self.lanes, freq, cum, precision, lo if fits32 else 0
-            )
-            if status:
-                raise CodecError(f"rans: {_LANE_DEFECTS[status]}")
+            table = np.arange(alphabet, dtype=np.int64)
+            if fits32:
+                table += lo
+            values32, r.pos = self._decode_lanes(data, r.pos, n, freq, cum, precision, table.astype(np.int32))
             if not has_escape:
                 if r.remaining:
                     raise CodecError("rans: trailing bytes after the stream")
@@ -227,6 +226,39 @@ class Rans(ArrayToBytes):
         if r.remaining:
             raise CodecError("rans: trailing bytes after the stream")
         return _to_spec(values, spec)
+
+    def _decode_lanes(
+        self, data: bytes, pos: int, n: int, freq: np.ndarray, cum: np.ndarray, precision: int, symbol_values: np.ndarray
+    ) -> tuple[np.ndarray, int]:
+        from . import _rans_kernel
+
+        out, status, end = _rans_kernel.decode_lanes(
+            np.frombuffer(data, dtype=np.uint8), pos, n, self.lanes, freq, cum, precision, symbol_values
+        )
+        if status:
+            raise CodecError(f"rans: {_LANE_DEFECTS[status]}")
+        return out, end
+
+    def decode_scaled(self, data: bytes, spec: ArraySpec, step: float) -> np.ndarray | None:
+        """float32 ``RN(q * step)`` straight from a multi-lane stream without escapes."""
+        if self.lanes == 1 or spec.size == 0:
+            return None
+        r = Reader(data)
+        lo, alphabet, has_escape, precision = r.svarint(), r.uvarint(), r.u8(), r.u8()
+        if has_escape or not 1 <= alphabet <= MAX_ALPHABET or not MIN_PRECISION <= precision <= MAX_PRECISION:
+            return None  # the general path decodes escapes (or refuses the header)
+        if not (lo >= -(1 << 53) and lo + alphabet <= 1 << 53):
+            return None  # levels must convert to binary64 exactly
+        from . import _rans_kernel
+
+        freq, cum, r.pos, status, nonzero = _rans_kernel.read_model(np.frombuffer(data, dtype=np.uint8), r.pos, alphabet, precision)
+        if status or nonzero < 2:
+            return None
+        levels = np.arange(lo, lo + alphabet, dtype=np.int64)
+        out, r.pos = self._decode_lanes(data, r.pos, spec.size, freq, cum, precision, (levels.astype(np.float64) * step).astype(np.float32))
+        if r.remaining:
+            raise CodecError("rans: trailing bytes after the stream")
+        return out
 
     @staticmethod
     def _decode_serial(r: Reader, n: int, freq: np.ndarray, cum: np.ndarray, precision: int, alphabet: int) -> np.ndarray:

@@ -88,6 +88,9 @@ class RdoqQuantizer(ArrayToArray):
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
         return reconstruct(encoded, self.step, spec, self.name)
 
+    def scale_step(self, spec: ArraySpec) -> float | None:
+        return self.step if spec.dtype == "float32" else None
+
     def max_abs_error(self) -> float:
         """RDOQ may round a value to zero: the error is bounded by the value itself, not step/2."""
         return float("inf")

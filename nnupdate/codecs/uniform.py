@@ -89,6 +89,9 @@ class Uniform(ArrayToArray):
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
         return reconstruct(encoded, self.step, spec, self.name)
 
+    def scale_step(self, spec: ArraySpec) -> float | None:
+        return self.step if spec.dtype == "float32" else None
+
     def max_abs_error(self) -> float:
         """Worst-case absolute error per element before rounding to the tensor type."""
         return self.step / 2 if self.rounding == "nearest" else self.step
