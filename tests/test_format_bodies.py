@@ -96,3 +96,9 @@ def test_group_reader_matches_construct(members, combine, stage_list, payload) -
         except FormatError:
             continue
         raise AssertionError(f"a TGRP body cut at {cut} was accepted")
+
+
+def test_chunk_frame_unpacking_matches_the_schema() -> None:
+    frame = schema.ChunkFrame.build({"length": 0x0102030405060708, "type": b"TNSR"})
+    assert len(frame) == schema.CHUNK_FRAME_SIZE == c._FRAME.size
+    assert c._FRAME.unpack_from(frame) == (0x0102030405060708, b"TNSR")
