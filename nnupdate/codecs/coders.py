@@ -19,7 +19,9 @@ register_coder("bitpack", ((BitPack(),),))
 
 
 def tails(coder: str) -> tuple[Tail, ...]:
-    """Candidate tails for ``coder``; ``auto`` = rans, raw+zstd, elias and golomb."""
+    """Candidate tails for ``coder``; ``auto`` = the core set (rans, raw+zstd, golomb,
+    bitpack) plus elias."""
     if coder == "auto":
-        return entropy_tails("auto") + ((EliasGammaRLE(),), (GolombRice(),))
+        core = entropy_tails("auto")
+        return core + tuple(t for t in ((EliasGammaRLE(),), (GolombRice(),)) if t not in core)
     return entropy_tails(coder)
