@@ -98,7 +98,12 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
             g = t if t < 3 else 3 if t < 5 else 4 if t < 8 else 5 if t < 13 else 6 if t < 21 else 7
             e = 0 if t < 13 else 1 if t < 40 else 2
             m = q = 0
-            if ctx(("sig", 60 * qz + 20 * ra + 5 * ca + min(a + b, 4))):
+            h = 0
+            while h < 7 and act >> (h + 3) != 0:
+                h += 1
+            cv = col[i]
+            c6 = 0 if cv < 16 else 1 if cv < 48 else 2 if cv < 128 else 3 if cv < 256 else 4 if cv < 512 else 5
+            if ctx(("sig", 60 * qz + 20 * ra + 5 * ca + min(a + b, 4)), ("sig2", 144 * qz + 18 * h + 3 * c6 + min(a, 2))):
                 cs = colsign[i]
                 pc = 0 if cs == 0 else 1 if cs > 0 else 2
                 ac = 0 if agree < -4 else 1 if agree < -1 else 2 if agree <= 1 else 3 if agree <= 4 else 4
@@ -106,9 +111,6 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
                 if cs != 0:
                     agree = max(-16, min(16, agree + (1 if (cs > 0) == (neg == 0) else -1)))
                 m = 1
-                h = 0
-                while h < 7 and act >> (h + 3) != 0:
-                    h += 1
                 for k in range(1, ngt + 1):
                     cq = (col[i] >= 256 * k) + 2 * (col[i] >= 512 * k)
                     if not ctx(("gt", 8 * (k - 1) + g), ("gt2", 32 * (k - 1) + 4 * h + cq)):
@@ -120,7 +122,9 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
                         n += 1
                         assert n <= 31
                     v = 1
-                    for _ in range(n):
+                    if n > 0:
+                        v = 2 * v + ctx(("sfx", 3 * min(n, 15) + e))
+                    for _ in range(n - 1):
                         v = 2 * v + bin_(2**14)
                     m = ngt + v
                 q = -m if neg else m

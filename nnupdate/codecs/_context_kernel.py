@@ -49,7 +49,9 @@ MAX_CHECK = 32
 CTX_SKIP = 0  # row-coded flag (1 = the row has a nonzero level); 2 contexts: previous row skipped?
 CTX_SIG = 2  # 2 (dq quantizer) x 3 (row activity) x 4 (column activity) x 5 (a+b) = 120
 CTX_SIGN = 122  # 3 (previous level's sign) x 3 (column sign) x 5 (row agreement) = 45
-CTX_GT = 167  # NGT x 8 (local magnitude); then NGT x 8 (row activity) x 4 (column activity)
+CTX_SIG2 = 167  # second significance context: 2 (dq quantizer) x 8 (row activity) x 6 (column activity) x 3 (a) = 288
+NUM_SIG2 = 288
+CTX_GT = 455  # NGT x 8 (local magnitude); then NGT x 8 (row activity) x 4 (column activity)
 NUM_GT_CLASSES = 8
 NUM_GT2_CLASSES = 32
 #: column sign accumulators and the row agreement are clamped to these
@@ -59,13 +61,43 @@ AGREE_LIMIT = 16
 COUNT_LIMIT = 255
 
 
+#: contexts of the exp-Golomb suffix's leading bit: 16 prefix lengths x 3 magnitude classes
+NUM_SFX_CTX = 48
+
+
 def num_contexts(ngt: int) -> int:
-    return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES) + 3 * NUM_EG_CTX
+    return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES) + 3 * NUM_EG_CTX + NUM_SFX_CTX
 
 
 @njit(cache=True)
 def num_contexts_jit(ngt: int) -> int:  # pragma: no cover - compiled
-    return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES) + 3 * NUM_EG_CTX
+    return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES) + 3 * NUM_EG_CTX + NUM_SFX_CTX
+
+
+@njit(cache=True, inline="always")
+def _sfx_ctx(eg_base: int, a: int, b: int, c: int, n: int) -> int:  # pragma: no cover - compiled
+    """Context of the suffix bit just below the leading one (prefix length ``n`` >= 1)."""
+    s = a + b + c
+    e = 0 if s < 13 else (1 if s < 40 else 2)
+    return eg_base + 3 * NUM_EG_CTX + 3 * (n if n < 15 else 15) + e
+
+
+@njit(cache=True, inline="always")
+def _sig2_ctx(qz: int, act: int, colact: int, a: int) -> int:  # pragma: no cover - compiled
+    """Second significance context: finer row and column activity than SIG, and the last level."""
+    if colact < 16:
+        cq = 0
+    elif colact < 48:
+        cq = 1
+    elif colact < 128:
+        cq = 2
+    elif colact < 256:
+        cq = 3
+    elif colact < 512:
+        cq = 4
+    else:
+        cq = 5
+    return CTX_SIG2 + ((qz * 8 + _act_class8(act)) * 6 + cq) * 3 + (a if a < 2 else 2)
 
 
 @njit(cache=True, inline="always")
@@ -369,7 +401,8 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
             c = prev[i]
             cc = _col_class(colact[i])
             m = q if q >= 0 else -q
-            buf = _enc_ctx(rc, buf, state, _sig_ctx(a, b, cc, act) + (60 if dqs >= 2 else 0), 1 if m != 0 else 0)
+            qz = 1 if dqs >= 2 else 0
+            buf = _enc_mix(rc, buf, state, _sig_ctx(a, b, cc, act) + 60 * qz, _sig2_ctx(qz, act, colact[i], a), 1 if m != 0 else 0)
             if m != 0:
                 neg = 1 if q < 0 else 0
                 buf = _enc_ctx(rc, buf, state, _sign_ctx(sa, colsign[i], agree), neg)
@@ -391,7 +424,9 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
                     for j in range(n):
                         buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, j), 1)
                     buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, n), 0)
-                    for j in range(n - 1, -1, -1):
+                    if n > 0:
+                        buf = _enc_ctx(rc, buf, state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1)
+                    for j in range(n - 2, -1, -1):
                         buf = _enc_bit(rc, buf, HALF, (v >> j) & 1)
             sa = 0 if q == 0 else (1 if q > 0 else 2)
             b = a
@@ -502,11 +537,12 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
         agree = 0
         for i in range(rowlen):
             c = prev[i]
-            ctx = _sig_ctx(a, b, _col_class(colact[i]), act) + (60 if dqs >= 2 else 0)
+            qz = 1 if dqs >= 2 else 0
+            ctx = _sig_ctx(a, b, _col_class(colact[i]), act) + 60 * qz
             m = 0
             q = 0
             neg = 0
-            if _dec_ctx(dc, data, state, ctx) == 1:
+            if _dec_mix(dc, data, state, ctx, _sig2_ctx(qz, act, colact[i], a)) == 1:
                 neg = _dec_ctx(dc, data, state, _sign_ctx(sa, colsign[i], agree))
                 agree = _agree_update(agree, colsign[i], neg)
                 m = 1
@@ -525,7 +561,9 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
                         if nbits > MAX_EG_PREFIX:
                             return out, 3
                     v = 1
-                    for _ in range(nbits):
+                    if nbits > 0:
+                        v = (v << 1) | _dec_ctx(dc, data, state, _sfx_ctx(eg_base, a, b, c, nbits))
+                    for _ in range(nbits - 1):
                         v = (v << 1) | _dec_bit(dc, data, HALF)
                     m = ngt + v
                     if m > MAX_MAGNITUDE:
@@ -576,9 +614,10 @@ def _cost_mix(state: np.ndarray, table: np.ndarray, ctx: int, ctx2: int, bit: in
 def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int) -> float:  # pragma: no cover
     """Bits of magnitude ``m`` (sign ``neg``) in the current state; ``sg`` is the sign context."""
     ctx = _sig_ctx(a, b, cc, act)
+    ctx2 = _sig2_ctx(0, act, colv, a)
     if m == 0:
-        return _cost(state, table, ctx, 0)
-    bits = _cost(state, table, ctx, 1) + _cost(state, table, sg, neg)
+        return _cost_mix(state, table, ctx, ctx2, 0)
+    bits = _cost_mix(state, table, ctx, ctx2, 1) + _cost(state, table, sg, neg)
     g = CTX_GT + _gt_class(a, b, c)
     gt2 = _gt2_base(ngt)
     kk = _act_class8(act)
@@ -597,13 +636,16 @@ def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, 
     for j in range(n):
         bits += _cost(state, table, _eg_ctx(eg_base, a, b, c, j), 1)
     bits += _cost(state, table, _eg_ctx(eg_base, a, b, c, n), 0)
-    return bits + n
+    if n == 0:
+        return bits
+    return bits + _cost(state, table, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1) + (n - 1)
 
 
 @njit(cache=True)
 def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int) -> None:  # pragma: no cover
     ctx = _sig_ctx(a, b, cc, act)
     _adapt(state, ctx, 1 if m != 0 else 0)
+    _adapt(state, _sig2_ctx(0, act, colv, a), 1 if m != 0 else 0)
     if m == 0:
         return
     _adapt(state, sg, neg)
@@ -626,6 +668,8 @@ def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, c
     for j in range(n):
         _adapt(state, _eg_ctx(eg_base, a, b, c, j), 1)
     _adapt(state, _eg_ctx(eg_base, a, b, c, n), 0)
+    if n > 0:
+        _adapt(state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1)
 
 
 @njit(cache=True)

@@ -113,6 +113,12 @@ def rdoq_relative_error(deltas: list[np.ndarray], step: float, lam: float, ngt: 
     return float(np.sqrt(err / norm)) if norm > 0 else 0.0
 
 
+#: RDOQ lambdas of ``lam=-1``: the default, and the one for error targets >= COARSE_ERROR
+DEFAULT_LAM = 0.1
+COARSE_LAM = 0.15
+COARSE_ERROR = 0.2
+
+
 @register_codec
 @dataclass(frozen=True)
 class CtxCodec(Codec):
@@ -128,7 +134,9 @@ class CtxCodec(Codec):
     step: float = 0.0
     max_rel_error: float = 0.05
     target_bits: float = 0.0
-    lam: float = 0.1
+    #: RDOQ's lambda (units of step**2 per bit); -1 (default) picks it from the target:
+    #: 0.15 when ``max_rel_error`` >= COARSE_ERROR (no step or bit target given), else 0.1
+    lam: float = -1.0
     ngt: int = 4
     check: int = 0
     #: ``rdoq`` (scalar levels, RDOQ under the live context model), ``dq`` (dependent
@@ -142,14 +150,28 @@ class CtxCodec(Codec):
     def __post_init__(self) -> None:
         if self.quant not in ("rdoq", "dq", "auto"):
             raise ValueError("quant must be rdoq, dq or auto")
-        if self.step < 0 or self.target_bits < 0 or self.lam < 0 or not 0 < self.max_rel_error < 1:
-            raise ValueError("step, target_bits, lam must be >= 0 and max_rel_error in (0, 1)")
+        if self.step < 0 or self.target_bits < 0 or (self.lam < 0 and self.lam != -1.0) or not 0 < self.max_rel_error < 1:
+            raise ValueError("step, target_bits must be >= 0, lam >= 0 or -1 (automatic), max_rel_error in (0, 1)")
         Context(self.ngt, self.check)  # validates ngt and check
 
     def with_step(self, step: float) -> CtxCodec:
         return dataclasses.replace(self, step=step)
 
+    def resolved_lam(self) -> float:
+        """The RDOQ lambda in use: ``lam``, or for -1 the measured best for the target.
+
+        At coarse error targets most levels sit at 0 or 1, where a slightly stronger pull
+        towards zero pays: measured on the issue-7 workloads, lam 0.15 beats 0.1 by up to
+        1.4% at e = 0.3 and loses up to 0.7% at e <= 0.1.
+        """
+        if self.lam >= 0:
+            return self.lam
+        coarse = self.step <= 0 and self.target_bits <= 0 and self.max_rel_error >= COARSE_ERROR
+        return COARSE_LAM if coarse else DEFAULT_LAM
+
     def prepare(self, update: Update) -> CtxCodec:
+        if self.lam < 0:
+            return dataclasses.replace(self, lam=self.resolved_lam()).prepare(update)
         if self.quant == "auto":
             if self.step > 0:
                 return dataclasses.replace(self, quant="rdoq")
@@ -175,7 +197,7 @@ class CtxCodec(Codec):
             from .dq import DependentQuantizer
 
             return Plan(Combine.ADD, (DependentQuantizer(self.step, self.dq_lam),), ((Context(self.ngt, self.check, 1),),))
-        return Plan(Combine.ADD, (RdoqQuantizer(self.step, self.lam, self.ngt),), ((Context(self.ngt, self.check),),))
+        return Plan(Combine.ADD, (RdoqQuantizer(self.step, self.resolved_lam(), self.ngt),), ((Context(self.ngt, self.check),),))
 
 
 # The error search above evaluates RDOQ/dq directly (no container); ``auto`` tunes both
@@ -195,7 +217,7 @@ def _step_for_error(update: Update, codec: CtxCodec, deltas: list[np.ndarray], t
     peak = max(float(np.abs(d).max()) for d in deltas)
     if peak == 0.0:
         return 1.0
-    lam = codec.lam if codec.quant == "rdoq" else codec.dq_lam
+    lam = codec.resolved_lam() if codec.quant == "rdoq" else codec.dq_lam
 
     def error(step: float) -> float:
         return rdoq_relative_error(deltas, step, lam, codec.ngt, codec.quant)
