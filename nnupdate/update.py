@@ -324,6 +324,9 @@ def _specs(prefix: list, spec: ArraySpec) -> list[ArraySpec]:
 
 #: Float deltas with at most this many elements are coded together in one TGRP group.
 GROUP_MAX_ELEMENTS = 4096
+#: ... at most this many per group, so a member table stays far below the readers'
+#: max_header_bytes even with long names (huge models get several groups).
+GROUP_MAX_MEMBERS = 2048
 
 
 def _groupable(change: TensorChange, codec: Codec) -> bool:
@@ -349,7 +352,13 @@ def _plan_groups(update: Update, codec: Codec) -> dict[str, list[TensorChange]]:
     for change in update.changes.values():
         if _groupable(change, codec):
             by_dtype.setdefault(change.dtype, []).append(change)
-    return {members[0].name: members for members in by_dtype.values() if len(members) > 1}
+    groups = {}
+    for members in by_dtype.values():
+        for start in range(0, len(members), GROUP_MAX_MEMBERS):
+            chunk = members[start : start + GROUP_MAX_MEMBERS]
+            if len(chunk) > 1:
+                groups[chunk[0].name] = chunk
+    return groups
 
 
 def _encode_group(members: list[TensorChange], codec: Codec) -> tuple[TensorRecord, TensorReport]:

@@ -10,13 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnupdate.errors import FormatError
+from nnupdate.errors import FormatError, LimitError, UnsupportedError
 from nnupdate.format import Combine, Member, Role, StageRecord, TensorRecord, schema
 from nnupdate.format import container as c
-from nnupdate.format.constants import DEFAULT_LIMITS
+from nnupdate.format.constants import DEFAULT_LIMITS, Limits
 
 names = st.text(min_size=0, max_size=12)
 shapes = st.lists(st.integers(0, 100), min_size=0, max_size=4).map(tuple)  # within the element limit
@@ -88,7 +90,11 @@ def test_group_reader_matches_construct(members, combine, stage_list, payload) -
     record = TensorRecord("", "float32", (sum(m.size for m in ms),), combine, Role.UNKNOWN, stage_list, payload, ms)
     body = c._group_body(record)
     raw: Any = c._parse_struct(schema.GroupBody, body, "TGRP chunk")
-    assert [m.name for m in raw.header.members] == [m.name for m in ms]
+    table = raw.header.table
+    if raw.header.table_mode == schema.TABLE_ZSTD:
+        table = zstandard.ZstdDecompressor().decompress(table)
+    parsed: Any = schema.GroupTable.parse(table)
+    assert [(m.name, m.role, tuple(m.shape)) for m in parsed.members] == [(m.name, int(m.role), m.shape) for m in ms]
     _same(c._group_from(memoryview(body), DEFAULT_LIMITS), record)
     for cut in range(len(body) - len(payload)):  # cut inside the header: refused
         try:
@@ -96,6 +102,30 @@ def test_group_reader_matches_construct(members, combine, stage_list, payload) -
         except FormatError:
             continue
         raise AssertionError(f"a TGRP body cut at {cut} was accepted")
+
+
+def test_group_table_is_compressed_when_that_is_smaller() -> None:
+    names = [f"layer{i // 9}.{i % 3}.bn{i % 3 + 1}.{'weight' if i % 2 else 'bias'}" for i in range(120)]
+    ms = [Member(n, "float32", (16,), Role.WEIGHT) for n in names]
+    big = TensorRecord("", "float32", (16 * 120,), Combine.ADD, Role.UNKNOWN, [], b"", ms)
+    mode, table = c._group_table(big)
+    assert mode == schema.TABLE_ZSTD and len(table) < sum(len(n) for n in names) / 3
+    small = TensorRecord("", "float32", (3,), Combine.ADD, Role.UNKNOWN, [], b"", [Member("a", "float32", (3,))])
+    assert c._group_table(small)[0] == schema.TABLE_PLAIN
+    assert [m.name for m in c._group_from(memoryview(c._group_body(big)), DEFAULT_LIMITS).members] == names
+
+
+def test_group_table_bombs_and_damage_are_refused() -> None:
+    ms = [Member(f"m{i}", "float32", (4,)) for i in range(50)]
+    body = c._group_body(TensorRecord("", "float32", (200,), Combine.ADD, Role.UNKNOWN, [], b"", ms))
+    tight = Limits(max_header_bytes=64)
+    with pytest.raises(LimitError):  # declared content size checked before decompressing
+        c._group_from(memoryview(body), tight)
+    with pytest.raises(UnsupportedError):
+        c._group_from(memoryview(bytes([7]) + body[1:]), DEFAULT_LIMITS)
+    no_size = zstandard.ZstdCompressor(write_content_size=False).compress(b"\x01\x0a\x01a\x00\x00")
+    with pytest.raises(FormatError):
+        c._group_from(memoryview(bytes([1, len(no_size)]) + no_size + bytes([0, 0])), DEFAULT_LIMITS)
 
 
 def test_chunk_frame_unpacking_matches_the_schema() -> None:

@@ -38,6 +38,7 @@ BY_NAME = {v[0]: (code, v[1], v[2]) for code, v in TYPES.items()}
 FLOATS = ("float32", "float16", "bfloat16", "float64")
 COMBINES = ("ADD", "REPLACE", "XOR", "KEEP", "REMOVE")
 MAX_ELEMENTS = 1 << 29
+MAX_HEADER_BYTES = 1 << 20
 
 
 class RefError(Exception):
@@ -398,18 +399,29 @@ def parse_stages(r: Reader) -> list[tuple[int, dict[str, object]]]:
 
 
 def parse_group(body: bytes) -> Record:
-    """§4.4: members, then one combine mode, pipeline and payload for their concatenation."""
+    """§4.4: the member table (plain or one zstd frame), then one combine mode, pipeline
+    and payload for the members' concatenation."""
     r = Reader(body)
+    mode, table = r.uint(1), r.take(r.uvarint())
+    if mode == 1:
+        table = zstd_decode({}, table, MAX_HEADER_BYTES)  # same framing rules as the zstd stage
+    elif mode != 0 or len(table) > MAX_HEADER_BYTES:
+        raise RefError("group table: unknown mode or too long")
+    t = Reader(table)
+    count, code = t.uvarint(), t.uint(1)
+    if code not in TYPES:
+        raise RefError("bad group element type")
     members = []
-    for _ in range(r.uint(2)):
-        name = r.text(2)
-        code, role, ndim = r.uint(1), r.uint(1), r.uint(1)
-        if code not in TYPES or ndim > 32:
+    for _ in range(count):
+        name = t.take(t.uvarint()).decode("utf-8")
+        role, ndim = t.uint(1), t.uint(1)
+        if ndim > 32 or len(name.encode()) > 4096:
             raise RefError("bad group member")
-        shape = tuple(r.uvarint() for _ in range(ndim))
+        shape = tuple(t.uvarint() for _ in range(ndim))
         members.append((name, TYPES[code][0], role, shape))
+    t.done()
     combine = r.uint(1)
-    if not members or combine > 2 or len({m[1] for m in members}) != 1:
+    if not members or combine > 2:
         raise RefError("bad group header")
     total = sum(math.prod(m[3]) for m in members)
     if total > MAX_ELEMENTS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import zstandard
 
 from ..errors import FormatError, LimitError, TruncatedError, UnsupportedError
 from . import schema
@@ -102,31 +103,78 @@ def read_name(r: BodyReader, limits: Limits) -> str:
     return r.text(length)
 
 
-def read_members(r: BodyReader, limits: Limits) -> list[tuple[str, int, int, tuple[int, ...]]]:
-    """(name, dtype code, role code, shape) of every TGRP member.
+def read_group_table(r: BodyReader, limits: Limits) -> tuple[int, list[tuple[str, int, tuple[int, ...]]]]:
+    """(dtype code, [(name, role code, shape)]) of a TGRP's member table, plain or zstd.
+
+    The unpacked table may not exceed ``max_header_bytes``: the zstd frame must declare
+    its content size, checked before anything is decompressed.
+    """
+    mode = r.u8()
+    table = r.take(r.uvarint())
+    if mode == schema.TABLE_ZSTD:
+        table = _unpack_table(table, limits.max_header_bytes)
+    elif mode != schema.TABLE_PLAIN:
+        raise UnsupportedError(f"unknown TGRP member table mode {mode}")
+    elif len(table) > limits.max_header_bytes:
+        raise LimitError(f"TGRP member table of {len(table)} bytes exceeds the limit of {limits.max_header_bytes}")
+    t = BodyReader(table, "TGRP member table")
+    count = t.uvarint()
+    dtype = t.u8()
+    members = read_members(t, count, limits)
+    if t.pos != len(table):
+        raise FormatError("malformed TGRP member table: trailing bytes")
+    return dtype, members
+
+
+def _unpack_table(frame: bytes, bound: int) -> bytes:
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError:
+        raise FormatError("malformed TGRP member table: not a zstd frame") from None
+    if size < 0:
+        raise FormatError("TGRP member table: the zstd frame must declare its content size")
+    if size > bound:
+        raise LimitError(f"TGRP member table of {size} bytes exceeds the limit of {bound}")
+    try:
+        obj = zstandard.ZstdDecompressor().decompressobj()
+        out = obj.decompress(frame)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"malformed TGRP member table: {exc}") from None
+    if len(out) != size or not obj.eof or obj.unused_data:
+        raise FormatError("malformed TGRP member table: not exactly one complete zstd frame")
+    return out
+
+
+def read_members(r: BodyReader, count: int, limits: Limits) -> list[tuple[str, int, tuple[int, ...]]]:
+    """(name, role code, shape) of ``count`` table entries.
 
     The member table is the longest header of a file (a hundred-odd entries for the
     small tensors of a ResNet), so this loop reads it inline instead of through the
     cursor's methods; it refuses exactly what they would.
     """
     data, pos, end = r.data, r.pos, len(r.data)
-    count = r.u16()
-    pos = r.pos
     out = []
     max_name, max_ndim = limits.max_name_bytes, limits.max_ndim
     try:
         for _ in range(count):
-            length = data[pos] | data[pos + 1] << 8
+            length, shift = 0, 0
+            while True:  # uvarint name length
+                byte = data[pos]
+                pos += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
             if length > max_name:
                 raise LimitError(f"tensor name of {length} bytes exceeds the limit of {max_name}")
-            name_end = pos + 2 + length
-            if name_end + 3 > end:
+            name_end = pos + length
+            if name_end + 2 > end:
                 raise IndexError
-            name = data[pos + 2 : name_end].decode("utf-8")
-            dtype, role, ndim = data[name_end], data[name_end + 1], data[name_end + 2]
+            name = data[pos:name_end].decode("utf-8")
+            role, ndim = data[name_end], data[name_end + 1]
             if ndim > max_ndim:
                 raise LimitError(f"tensor rank {ndim} exceeds the limit of {max_ndim}")
-            pos = name_end + 3
+            pos = name_end + 2
             dims = []
             for _ in range(ndim):
                 byte = data[pos]
@@ -141,7 +189,7 @@ def read_members(r: BodyReader, limits: Limits) -> list[tuple[str, int, int, tup
                     value |= (byte & 0x7F) << shift
                     shift += 7
                 dims.append(value)
-            out.append((name, dtype, role, tuple(dims)))
+            out.append((name, role, tuple(dims)))
     except IndexError:
         raise TruncatedError(f"malformed {r.what}: cut off") from None
     except UnicodeDecodeError:

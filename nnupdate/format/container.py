@@ -15,6 +15,7 @@ from typing import Union
 
 import crc32c
 import numpy as np
+import zstandard
 from construct import Construct, ConstructError
 
 from .. import dtypes
@@ -165,22 +166,33 @@ def _stage_entries(record: TensorRecord) -> list[dict[str, object]]:
     ]
 
 
-def _group_body(record: TensorRecord) -> bytes:
-    header = _compiled(schema.GroupHeader).build(
+def _group_table(record: TensorRecord) -> tuple[int, bytes]:
+    """(table mode, stored bytes) of a group's member table: zstd when that is smaller.
+
+    Member names repeat heavily (``layer2.3.bn1.weight``, ``layer2.3.bn1.bias``, ...):
+    on ResNet-56's 149-member group zstd cuts the table from 3.8 KB to well under 1 KB,
+    which at 0.75 bits/param is 4% of the whole update.
+    """
+    dtype_codes = {dtypes.code_of(m.dtype) for m in record.members}
+    if len(dtype_codes) != 1:
+        raise InputError("TGRP members must share one element type")
+    plain = _compiled(schema.GroupTable).build(
         {
+            "count": len(record.members),
+            "dtype": dtype_codes.pop(),
             "members": [
-                {
-                    "name": m.name,
-                    "dtype": dtypes.code_of(m.dtype),
-                    "role": int(m.role),
-                    "ndim": len(m.shape),
-                    "shape": list(m.shape),
-                }
-                for m in record.members
+                {"name": m.name, "role": int(m.role), "ndim": len(m.shape), "shape": list(m.shape)} for m in record.members
             ],
-            "combine": int(record.combine),
-            "stages": _stage_entries(record),
         }
+    )
+    packed = zstandard.ZstdCompressor(level=19, write_content_size=True, write_checksum=False).compress(plain)
+    return (schema.TABLE_ZSTD, packed) if len(packed) < len(plain) else (schema.TABLE_PLAIN, plain)
+
+
+def _group_body(record: TensorRecord) -> bytes:
+    mode, table = _group_table(record)
+    header = _compiled(schema.GroupHeader).build(
+        {"table_mode": mode, "table": table, "combine": int(record.combine), "stages": _stage_entries(record)}
     )
     return header + record.payload
 
@@ -385,16 +397,13 @@ def _group_from(body: memoryview, limits: Limits) -> TensorRecord:
 
 
 def _group_members(r: bodies.BodyReader, limits: Limits) -> list[Member]:
-    entries = bodies.read_members(r, limits)
+    dtype_code, entries = bodies.read_group_table(r, limits)
     if not entries:
         raise FormatError("TGRP chunk has no members")
-    dtype_code = entries[0][1]
-    if any(e[1] != dtype_code for e in entries):
-        raise FormatError("TGRP members must share one element type")
     dtype = dtypes.name_of(dtype_code)
     members = []
     total = 0
-    for name, _, role, shape in entries:
+    for name, role, shape in entries:
         total += _check_shape(name, shape, limits)
         members.append(Member(name, dtype, shape, _ROLES.get(role, Role.UNKNOWN)))
     if total > limits.max_elements:

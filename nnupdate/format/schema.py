@@ -123,14 +123,23 @@ TensorHeader = Struct(
     "stages" / PrefixedArray(Int8ul, Stage),
 )
 GroupMember = Struct(
-    "name" / Utf8Short,
-    "dtype" / Int8ul,
+    "name" / PascalString(VarInt, "utf8"),
     "role" / Int8ul,
     "ndim" / Int8ul,
     "shape" / Array(this.ndim, VarInt),
 )
+#: The member table of a TGRP, stored plain or as one zstd frame (``GroupHeader.table_mode``).
+GroupTable = Struct(
+    "count" / VarInt,
+    "dtype" / Int8ul,  # one element type for every member
+    "members" / Array(this.count, GroupMember),
+    Terminated,
+)
+TABLE_PLAIN = 0
+TABLE_ZSTD = 1
 GroupHeader = Struct(
-    "members" / PrefixedArray(Int16ul, GroupMember),
+    "table_mode" / Int8ul,
+    "table" / Prefixed(VarInt, GreedyBytes),
     "combine" / Int8ul,
     "stages" / PrefixedArray(Int8ul, Stage),
 )

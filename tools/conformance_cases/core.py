@@ -278,14 +278,29 @@ def _first_tensor_rans() -> bytes:
     return build([record], kind=UpdateKind.FULL)
 
 
-def _group(dtypes_: tuple[str, str] = ("float32", "float32")) -> bytes:
+def _group() -> bytes:
     """A TGRP of a 3x2 and a 4-element tensor: uniform levels -7..7 through rans."""
     g = rng(21)
     levels = g.integers(-7, 8, size=10).astype(np.int32)
     record = encode_tensor("", levels.astype(np.float64) * 0.25, [Uniform(0.25), Rans()], dtype="float32",
                            combine=Combine.ADD)
-    record.members = [Member("grp.a", dtypes_[0], (3, 2), Role.WEIGHT), Member("grp.b", dtypes_[1], (4,), Role.BIAS)]
+    record.members = [Member("grp.a", "float32", (3, 2), Role.WEIGHT), Member("grp.b", "float32", (4,), Role.BIAS)]
     return build([record])
+
+
+def _group_zstd_table() -> bytes:
+    """A TGRP of 40 BatchNorm-like members, whose repetitive member table is stored as zstd."""
+    members = [Member(f"layer{i // 8}.{i // 2 % 4}.bn.{'weight' if i % 2 == 0 else 'bias'}", "float32", (4 + i % 3,),
+                      Role.WEIGHT if i % 2 == 0 else Role.BIAS) for i in range(40)]
+    n = sum(m.size for m in members)
+    levels = rng(22).integers(-5, 6, size=n).astype(np.int32)
+    record = encode_tensor("", levels.astype(np.float64) * 0.5, [Uniform(0.5), Rans()], dtype="float32", combine=Combine.ADD)
+    record.members = members
+    return build([record])
+
+
+def _set_table_mode(chunks: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(t, bytes([7]) + b[1:] if t == b"TGRP" else b) for t, b in chunks]
 
 
 def _group_expected() -> dict[str, np.ndarray]:
@@ -311,8 +326,8 @@ NEGATIVE = [
          lambda: reframe(_small(), edit=lambda c: c[:1] + [(b"ZZZZ", b"")] + c[1:]), error="UnsupportedError"),
     Case("core-neg-unknown-codec", "a stage with unregistered codec id 0x0FFF",
          lambda: reframe(_small(), edit=_edit_first_tnsr(lambda b: _set_codec_id(b, 0x0FFF))), error="UnsupportedError"),
-    Case("core-neg-group-dtypes", "a TGRP whose members have different element types",
-         lambda: _group(("float32", "float16")), error="FormatError"),
+    Case("core-neg-group-table-mode", "a TGRP whose member table mode is 7 (only 0 plain and 1 zstd exist)",
+         lambda: reframe(_group(), edit=_set_table_mode), error="UnsupportedError"),
     Case("core-neg-elements-limit", "a tensor declaring 2**40 elements (refused before allocating)",
          lambda: reframe(_small(), edit=_edit_first_tnsr(lambda b: _set_shape(b, [2**20, 2**20]))), error="LimitError"),
     Case("core-neg-dim-product", "an empty tensor whose non-zero dimensions multiply past 2**53",
@@ -360,6 +375,8 @@ def _bump_count(head: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
 CASES = [
     Case("core-group", "a TGRP group: uniform(0.25) | rans over a 3x2 and a 4-element member, split in member order",
          _group, expected=_group_expected),
+    Case("core-group-zstd-table", "a TGRP of 40 members whose member table is one zstd frame (table mode 1)",
+         _group_zstd_table),
     Case("core-lossless-xor", "codec raw: float deltas as XOR of bit patterns (raw or raw|zstd), KEEP, REMOVE, "
          "REPLACE, integer ADD; apply reproduces NEW bit-exactly", lambda: _encode("raw", round=1), base=_base,
          applied=_new),
