@@ -28,6 +28,7 @@ from nnupdate.format import (
     read_tensor,
     serialize,
 )
+from nnupdate.format.container import INDEX_MIN_CHUNKS
 
 
 def _chunk(ctype: bytes, body: bytes) -> bytes:
@@ -64,13 +65,8 @@ def test_serialize_matches_the_spec_byte_for_byte() -> None:
     pre = SIGNATURE + bytes([1, 0])
     head_chunk = _chunk(b"HEAD", head)
     tnsr_chunk = _chunk(b"TNSR", tnsr)
-    offset = len(pre) + len(head_chunk)
-    assert offset < 128 and len(tnsr_chunk) < 128  # so each uvarint below is one byte
-    index = struct.pack("<I", 1) + bytes([offset, len(tnsr_chunk)])
-    body = pre + head_chunk + tnsr_chunk
-    index_offset = len(body)
-    body += _chunk(b"indx", index)
-    expected = body + _chunk(b"IEND", struct.pack("<Q", index_offset) + hashlib.sha256(body).digest())
+    body = pre + head_chunk + tnsr_chunk  # one tensor chunk: no index (index_offset 0)
+    expected = body + _chunk(b"IEND", struct.pack("<Q", 0) + hashlib.sha256(body).digest())
     assert serialize(_simple()) == expected
 
 
@@ -177,11 +173,13 @@ def test_trailing_bytes_inside_head_refused() -> None:
         parse(_reframe(patched))
 
 
-def test_index_points_at_every_tensor() -> None:
-    update = nnupdate.full({f"t{i}": np.full(i + 1, i, dtype=np.int32) for i in range(5)})
+@pytest.mark.parametrize("count", [5, 12])  # without an index (frames walked) and with one
+def test_index_points_at_every_tensor(count: int) -> None:
+    update = nnupdate.full({f"t{i:02d}": np.full(i + 1, i, dtype=np.int32) for i in range(count)})
     data = update.encode("raw")
+    assert (b"indx" in data) == (count > INDEX_MIN_CHUNKS)
     index = read_index(data)
-    assert sorted(index) == [f"t{i}" for i in range(5)]
+    assert sorted(index) == [f"t{i:02d}" for i in range(count)]
     for name, (offset, length) in index.items():
         assert data[offset + 8 : offset + 12] == b"TNSR"
         assert int.from_bytes(data[offset : offset + 8], "little") + 16 == length
