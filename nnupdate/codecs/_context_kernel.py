@@ -57,8 +57,11 @@ NUM_GT2_CLASSES = 32
 #: column sign accumulators and the row agreement are clamped to these
 COLSIGN_LIMIT = 64
 AGREE_LIMIT = 16
-#: a context's bin count saturates here (it only sets the adaptation shifts)
-COUNT_LIMIT = 255
+#: a context's bin count saturates here: it only sets the adaptation shifts, and from 31
+#: bins on they are the profile's own (spec/CONTEXT.md caps it at 255 with the same effect)
+MATURE = 31
+#: floor(log2(i)) for i = 0..32
+_LOG2 = np.array([0] + [i.bit_length() - 1 for i in range(1, 33)], dtype=np.int64)
 
 
 #: contexts of the exp-Golomb suffix's leading bit: 16 prefix lengths x 3 magnitude classes
@@ -122,39 +125,34 @@ def _prob_mix(state: np.ndarray, ctx: int, ctx2: int) -> int:  # pragma: no cove
 
 
 @njit(cache=True, inline="always")
-def _adapt(state: np.ndarray, ctx: int, bit: int) -> None:  # pragma: no cover - compiled
+def _adapt(state: np.ndarray, ctx: int, bit: int, fs: int, ss: int) -> None:  # pragma: no cover - compiled
     """Variable-rate update: shifts 1 + L and 2 + L (L = floor(log2(count + 1))), capped by
     the profile's (fast, slow) shifts, so a young context learns at once and a mature one
     averages over a long window."""
-    # the last row of ``state`` holds the two adaptation shifts (see _init_state)
-    last = state.shape[0] - 1
+    fast = fs
+    slow = ss
     n = state[ctx, 2]
-    lg = 0
-    t = n + 1
-    while t > 1:
-        t >>= 1
-        lg += 1
-    fast = min(state[last, 0], 1 + lg)
-    slow = min(state[last, 1], 2 + lg)
+    if n < MATURE:  # from MATURE bins on, 1 + lg >= 6 and 2 + lg >= 7 exceed every profile's shifts
+        lg = _LOG2[n + 1]
+        if 1 + lg < fast:
+            fast = 1 + lg
+        if 2 + lg < slow:
+            slow = 2 + lg
+        state[ctx, 2] = n + 1
     if bit == 0:
         state[ctx, 0] += (PROB_ONE - state[ctx, 0]) >> fast
         state[ctx, 1] += (PROB_ONE - state[ctx, 1]) >> slow
     else:
         state[ctx, 0] -= state[ctx, 0] >> fast
         state[ctx, 1] -= state[ctx, 1] >> slow
-    if n < COUNT_LIMIT:
-        state[ctx, 2] = n + 1
 
 
 @njit(cache=True, inline="always")
 def _act_class8(act: int) -> int:  # pragma: no cover - compiled
     """Row activity on a log2 scale: 0 below 8, then one class per doubling, 7 from 512."""
-    k = 0
-    t = act
-    while t >= 8 and k < 7:
-        t >>= 1
-        k += 1
-    return k
+    if act < 64:
+        return 0 if act < 8 else (1 if act < 16 else (2 if act < 32 else 3))
+    return 4 if act < 128 else (5 if act < 256 else (6 if act < 512 else 7))
 
 
 @njit(cache=True, inline="always")
@@ -346,17 +344,17 @@ def _enc_bit(rc: np.ndarray, buf: np.ndarray, p0: int, bit: int) -> np.ndarray: 
 
 
 @njit(cache=True, inline="always")
-def _enc_ctx(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, bit: int) -> np.ndarray:  # pragma: no cover
+def _enc_ctx(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, bit: int, fs: int, ss: int) -> np.ndarray:  # pragma: no cover
     buf = _enc_bit(rc, buf, _prob(state, ctx), bit)
-    _adapt(state, ctx, bit)
+    _adapt(state, ctx, bit, fs, ss)
     return buf
 
 
 @njit(cache=True, inline="always")
-def _enc_mix(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, ctx2: int, bit: int) -> np.ndarray:  # pragma: no cover
+def _enc_mix(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, ctx2: int, bit: int, fs: int, ss: int) -> np.ndarray:  # pragma: no cover
     buf = _enc_bit(rc, buf, _prob_mix(state, ctx, ctx2), bit)
-    _adapt(state, ctx, bit)
-    _adapt(state, ctx2, bit)
+    _adapt(state, ctx, bit, fs, ss)
+    _adapt(state, ctx2, bit, fs, ss)
     return buf
 
 
@@ -372,6 +370,8 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
     buf = np.empty(max(64, (rows * rowlen) // 4), dtype=np.uint8)
     buf = _enc_bit(rc, buf, HALF, profile)
     state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
+    fs = PROFILE_FAST[profile]
+    ss = PROFILE_SLOW[profile]
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
     colsign = np.zeros(rowlen, dtype=np.int64)
@@ -385,7 +385,7 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
                 nonzero = 1
                 break
         skip = 1 - nonzero
-        buf = _enc_ctx(rc, buf, state, CTX_SKIP + prev_skipped, nonzero)
+        buf = _enc_ctx(rc, buf, state, CTX_SKIP + prev_skipped, nonzero, fs, ss)
         prev_skipped = skip
         if skip == 1:
             for i in range(rowlen):
@@ -402,17 +402,17 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
             cc = _col_class(colact[i])
             m = q if q >= 0 else -q
             qz = 1 if dqs >= 2 else 0
-            buf = _enc_mix(rc, buf, state, _sig_ctx(a, b, cc, act) + 60 * qz, _sig2_ctx(qz, act, colact[i], a), 1 if m != 0 else 0)
+            buf = _enc_mix(rc, buf, state, _sig_ctx(a, b, cc, act) + 60 * qz, _sig2_ctx(qz, act, colact[i], a), 1 if m != 0 else 0, fs, ss)
             if m != 0:
                 neg = 1 if q < 0 else 0
-                buf = _enc_ctx(rc, buf, state, _sign_ctx(sa, colsign[i], agree), neg)
+                buf = _enc_ctx(rc, buf, state, _sign_ctx(sa, colsign[i], agree), neg, fs, ss)
                 agree = _agree_update(agree, colsign[i], neg)
                 g = CTX_GT + _gt_class(a, b, c)
                 kk = _act_class8(act)
                 k = 1
                 while k <= ngt:
                     flag = 1 if m > k else 0
-                    buf = _enc_mix(rc, buf, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i]), flag)
+                    buf = _enc_mix(rc, buf, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i]), flag, fs, ss)
                     if flag == 0:
                         break
                     k += 1
@@ -422,10 +422,10 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
                     while (v >> (n + 1)) != 0:
                         n += 1
                     for j in range(n):
-                        buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, j), 1)
-                    buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, n), 0)
+                        buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, j), 1, fs, ss)
+                    buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, n), 0, fs, ss)
                     if n > 0:
-                        buf = _enc_ctx(rc, buf, state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1)
+                        buf = _enc_ctx(rc, buf, state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1, fs, ss)
                     for j in range(n - 2, -1, -1):
                         buf = _enc_bit(rc, buf, HALF, (v >> j) & 1)
             sa = 0 if q == 0 else (1 if q > 0 else 2)
@@ -483,17 +483,17 @@ def _dec_bit(dc: np.ndarray, data: np.ndarray, p0: int) -> int:  # pragma: no co
 
 
 @njit(cache=True, inline="always")
-def _dec_ctx(dc: np.ndarray, data: np.ndarray, state: np.ndarray, ctx: int) -> int:  # pragma: no cover - compiled
+def _dec_ctx(dc: np.ndarray, data: np.ndarray, state: np.ndarray, ctx: int, fs: int, ss: int) -> int:  # pragma: no cover - compiled
     bit = _dec_bit(dc, data, _prob(state, ctx))
-    _adapt(state, ctx, bit)
+    _adapt(state, ctx, bit, fs, ss)
     return bit
 
 
 @njit(cache=True, inline="always")
-def _dec_mix(dc: np.ndarray, data: np.ndarray, state: np.ndarray, ctx: int, ctx2: int) -> int:  # pragma: no cover - compiled
+def _dec_mix(dc: np.ndarray, data: np.ndarray, state: np.ndarray, ctx: int, ctx2: int, fs: int, ss: int) -> int:  # pragma: no cover - compiled
     bit = _dec_bit(dc, data, _prob_mix(state, ctx, ctx2))
-    _adapt(state, ctx, bit)
-    _adapt(state, ctx2, bit)
+    _adapt(state, ctx, bit, fs, ss)
+    _adapt(state, ctx2, bit, fs, ss)
     return bit
 
 
@@ -517,6 +517,8 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
         return out, 2
     profile = _dec_bit(dc, data, HALF)  # adaptation profile: one bypass bin before the first row
     state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
+    fs = PROFILE_FAST[profile]
+    ss = PROFILE_SLOW[profile]
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
     colsign = np.zeros(rowlen, dtype=np.int64)
@@ -524,7 +526,7 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
     act = 0
     for r in range(rows):
         base = r * rowlen
-        skip = 1 - _dec_ctx(dc, data, state, CTX_SKIP + prev_skipped)
+        skip = 1 - _dec_ctx(dc, data, state, CTX_SKIP + prev_skipped, fs, ss)
         prev_skipped = skip
         if skip == 1:
             for i in range(rowlen):
@@ -542,27 +544,27 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
             m = 0
             q = 0
             neg = 0
-            if _dec_mix(dc, data, state, ctx, _sig2_ctx(qz, act, colact[i], a)) == 1:
-                neg = _dec_ctx(dc, data, state, _sign_ctx(sa, colsign[i], agree))
+            if _dec_mix(dc, data, state, ctx, _sig2_ctx(qz, act, colact[i], a), fs, ss) == 1:
+                neg = _dec_ctx(dc, data, state, _sign_ctx(sa, colsign[i], agree), fs, ss)
                 agree = _agree_update(agree, colsign[i], neg)
                 m = 1
                 g = CTX_GT + _gt_class(a, b, c)
                 kk = _act_class8(act)
                 k = 1
                 while k <= ngt:
-                    if _dec_mix(dc, data, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i])) == 0:
+                    if _dec_mix(dc, data, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i]), fs, ss) == 0:
                         break
                     m = k + 1
                     k += 1
                 if m > ngt:
                     nbits = 0
-                    while _dec_ctx(dc, data, state, _eg_ctx(eg_base, a, b, c, nbits)) == 1:
+                    while _dec_ctx(dc, data, state, _eg_ctx(eg_base, a, b, c, nbits), fs, ss) == 1:
                         nbits += 1
                         if nbits > MAX_EG_PREFIX:
                             return out, 3
                     v = 1
                     if nbits > 0:
-                        v = (v << 1) | _dec_ctx(dc, data, state, _sfx_ctx(eg_base, a, b, c, nbits))
+                        v = (v << 1) | _dec_ctx(dc, data, state, _sfx_ctx(eg_base, a, b, c, nbits), fs, ss)
                     for _ in range(nbits - 1):
                         v = (v << 1) | _dec_bit(dc, data, HALF)
                     m = ngt + v
@@ -642,21 +644,21 @@ def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, 
 
 
 @njit(cache=True)
-def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int) -> None:  # pragma: no cover
+def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int, fs: int, ss: int) -> None:  # pragma: no cover
     ctx = _sig_ctx(a, b, cc, act)
-    _adapt(state, ctx, 1 if m != 0 else 0)
-    _adapt(state, _sig2_ctx(0, act, colv, a), 1 if m != 0 else 0)
+    _adapt(state, ctx, 1 if m != 0 else 0, fs, ss)
+    _adapt(state, _sig2_ctx(0, act, colv, a), 1 if m != 0 else 0, fs, ss)
     if m == 0:
         return
-    _adapt(state, sg, neg)
+    _adapt(state, sg, neg, fs, ss)
     g = CTX_GT + _gt_class(a, b, c)
     gt2 = _gt2_base(ngt)
     kk = _act_class8(act)
     k = 1
     while k <= ngt:
         flag = 1 if m > k else 0
-        _adapt(state, g + (k - 1) * NUM_GT_CLASSES, flag)
-        _adapt(state, _gt2_ctx(gt2, k, kk, colv), flag)
+        _adapt(state, g + (k - 1) * NUM_GT_CLASSES, flag, fs, ss)
+        _adapt(state, _gt2_ctx(gt2, k, kk, colv), flag, fs, ss)
         if flag == 0:
             return
         k += 1
@@ -666,10 +668,10 @@ def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, c
     while (v >> (n + 1)) != 0:
         n += 1
     for j in range(n):
-        _adapt(state, _eg_ctx(eg_base, a, b, c, j), 1)
-    _adapt(state, _eg_ctx(eg_base, a, b, c, n), 0)
+        _adapt(state, _eg_ctx(eg_base, a, b, c, j), 1, fs, ss)
+    _adapt(state, _eg_ctx(eg_base, a, b, c, n), 0, fs, ss)
     if n > 0:
-        _adapt(state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1)
+        _adapt(state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1, fs, ss)
 
 
 @njit(cache=True)
@@ -683,6 +685,8 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
     """
     nctx = num_contexts_jit(ngt)
     state = _init_state(nctx, SHIFT_FAST, SHIFT_SLOW)
+    fs = SHIFT_FAST
+    ss = SHIFT_SLOW
     saved = state.copy()
     out = np.zeros(rows * rowlen, dtype=np.int64)
     prev = np.zeros(rowlen, dtype=np.int64)
@@ -698,7 +702,7 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
         zero_dist = 0.0
         for i in range(rowlen):
             zero_dist += scaled[base + i] * scaled[base + i]
-        _adapt(state, CTX_SKIP + prev_skipped, 1)
+        _adapt(state, CTX_SKIP + prev_skipped, 1, fs, ss)
         a = 0
         b = 0
         sa = 0
@@ -728,7 +732,7 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
                     best = j
                     best_m = m
             row_cost += best
-            _update_level(state, best_m, neg, a, b, c, cc, act, sg, colv, ngt)
+            _update_level(state, best_m, neg, a, b, c, cc, act, sg, colv, ngt, fs, ss)
             q = -best_m if neg == 1 else best_m
             out[base + i] = q
             if best_m != 0:
@@ -745,7 +749,7 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
             state[:, :] = saved
             act = saved_act
             colact[:] = saved_col
-            _adapt(state, CTX_SKIP + prev_skipped, 0)
+            _adapt(state, CTX_SKIP + prev_skipped, 0, fs, ss)
             for i in range(rowlen):
                 out[base + i] = 0
                 prev[i] = 0
