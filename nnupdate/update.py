@@ -7,6 +7,7 @@ Nothing here knows which framework produced the tensors.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from . import dtypes
 from .codecs import pipeline as pipelines
 from .codecs.base import ArraySpec, ArrayToArray
 from .codecs.pipeline import Pipeline
-from .codecs.presets import Codec, parse_codec
+from .codecs.presets import Codec, Plan, parse_codec, plan_statistic, statistic_step
 from .errors import BaseMismatchError, CodecError, InputError, LimitError, ShapeMismatchError
 from .fingerprint import fingerprint, storage_view, tensor_dtype_name
 from .format import (
@@ -277,9 +278,9 @@ def _relative(reports: list[TensorReport]) -> float:
     return float(np.sqrt(sum(t.squared_error for t in reports) / norm)) if norm > 0 else 0.0
 
 
-def encode_change(change: TensorChange, codec: Codec) -> tuple[TensorRecord, TensorReport]:
+def encode_change(change: TensorChange, codec: Codec, plan: Plan | None = None) -> tuple[TensorRecord, TensorReport]:
     """Code one tensor change: run the plan's array stages once, keep the smallest tail."""
-    plan = codec.plan(change)
+    plan = plan or codec.plan(change)
     record = TensorRecord(change.name, change.dtype, change.shape, plan.combine, change.role)
     report = TensorReport(change.name, plan.combine, change.size, 0, "", statistic=change.role == Role.STATISTIC)
     if plan.combine in (Combine.KEEP, Combine.REMOVE):
@@ -361,11 +362,54 @@ def _plan_groups(update: Update, codec: Codec) -> dict[str, list[TensorChange]]:
     return groups
 
 
+def _statistic_groups(update: Update, codec: Codec) -> list[list[TensorChange]]:
+    """Groups of small running statistics that share one step (their smallest).
+
+    Coded alone, each statistic vector pays a record (~55 bytes: frame, name, pipeline,
+    model) for a few dozen values. In a group every member is quantized with the smallest
+    member step, so each stays within its own error target, at ``n log2(step / smallest)``
+    extra bits; walking them by increasing step, a member joins the current group while
+    that costs less than the record it saves.
+    """
+    if not codec.separate_statistics or codec.lossless:
+        return []
+    candidates = [
+        c for c in update.changes.values()
+        if c.role == Role.STATISTIC and c.combine == Combine.ADD and c.data is not None
+        and dtypes.is_float(c.dtype) and 0 < c.size <= GROUP_MAX_ELEMENTS
+    ]
+    by_dtype: dict[str, list[tuple[float, TensorChange]]] = {}
+    for c in candidates:
+        by_dtype.setdefault(c.dtype, []).append((statistic_step(np.asarray(c.data)), c))
+    groups: list[list[TensorChange]] = []
+    for items in by_dtype.values():
+        items.sort(key=lambda t: t[0])
+        current: list[TensorChange] = []
+        smallest = 0.0
+        for step, change in items:
+            if current and change.size * math.log2(step / smallest) <= RECORD_BITS and len(current) < GROUP_MAX_MEMBERS:
+                current.append(change)
+                continue
+            if len(current) > 1:
+                groups.append(current)
+            current, smallest = [change], step
+        if len(current) > 1:
+            groups.append(current)
+    return groups
+
+
+#: roughly what a record of its own costs a small tensor (frame, name, pipeline, model)
+RECORD_BITS = 8 * 48
+
+
 def _encode_group(members: list[TensorChange], codec: Codec) -> tuple[TensorRecord, TensorReport]:
     first = members[0]
     data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members])
-    combined = TensorChange(f"group:{first.name}", first.dtype, (int(data.size),), Combine.ADD, data)
-    record, report = encode_change(combined, codec)
+    combined = TensorChange(f"group:{first.name}", first.dtype, (int(data.size),), Combine.ADD, data, first.role)
+    plan = None
+    if first.role == Role.STATISTIC:
+        plan = plan_statistic(combined, min(statistic_step(np.asarray(m.data)) for m in members))
+    record, report = encode_change(combined, codec, plan)
     record.name = ""
     record.members = [Member(m.name, m.dtype, m.shape, m.role) for m in members]
     report.name = f"group of {len(members)} ({first.name}, ...)"
@@ -379,6 +423,7 @@ def encode_records(update: Update, codec: Codec) -> tuple[list[TensorRecord], li
     payloads at a trial step without assembling a container.
     """
     groups = _plan_groups(update, codec)
+    groups.update((members[0].name, members) for members in _statistic_groups(update, codec))
     grouped = {m.name for members in groups.values() for m in members}
     records, reports = [], []
     for change in update.changes.values():

@@ -114,3 +114,24 @@ def test_truncated_group_is_refused_with_a_format_error() -> None:
     for cut in range(start, start + 60, 3):
         with pytest.raises(nnupdate.NNUpdateError):
             nnupdate.decode(data[:cut])
+
+
+def test_running_statistics_of_similar_scale_share_a_group_each_within_one_percent() -> None:
+    g = np.random.default_rng(4)
+    shapes = {f"l{i}.bn.running_{kind}": (16 * (1 + i % 2),) for i in range(6) for kind in ("mean", "var")}
+    shapes["fc.weight"] = (64, 32)
+    base = {n: g.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    scale = {n: (0.3 if "mean" in n else 2.0) for n in shapes}  # two scales far apart
+    new = {n: (v + scale.get(n, 0.01) * g.standard_normal(v.shape)).astype(np.float32) for n, v in base.items()}
+    report = nnupdate.encode_with_report(nnupdate.diff(base, new), "uniform")
+    groups = [r for r in parse(report.data).tensors if r.members]
+    statistic_groups = [r for r in groups if all("running" in m.name for m in r.members)]
+    assert statistic_groups and sum(len(r.members) for r in statistic_groups) >= 6
+    assert all(m.role == nnupdate.Role.STATISTIC for r in statistic_groups for m in r.members)
+    out = nnupdate.apply(base, nnupdate.decode(report.data))
+    for name in shapes:
+        if "running" in name:  # every member keeps its own 1% target under the shared step
+            delta = new[name].astype(np.float64) - base[name]
+            err = out[name].astype(np.float64) - new[name]
+            assert np.linalg.norm(err) <= 0.01 * np.linalg.norm(delta) * 1.001 + 1e-6
+    assert report.relative_error <= 0.05  # statistics stay out of the weights' error

@@ -278,27 +278,38 @@ class UniformCodec(Codec):
 STATISTIC_REL_ERROR = 0.01
 
 
-def plan_statistic(change: TensorChange) -> Plan:
+def plan_statistic(change: TensorChange, step: float | None = None) -> Plan:
     """Running statistics get their own step: 1% relative error of that tensor's delta.
 
     They are few (two vectors per BatchNorm layer) but their deltas dwarf the learned
     parameters'; a step of their own keeps them accurate without dragging the global
     step of the weights (see ``Update.float_deltas``). Sparsifying or sign-coding them
     would corrupt the model's normalisation, so no codec's own pipeline sees them.
+    ``step`` overrides the tensor's own (a group of statistics shares its members'
+    smallest step, which keeps every member within its target).
     """
+    assert change.data is not None
+    size = int(np.size(change.data))
+    if step is None:
+        step = statistic_step(np.asarray(change.data))
+    return Plan(Combine.ADD, (Uniform(float(step)),), entropy_tails("auto", size))
+
+
+def statistic_step(data: np.ndarray) -> float:
+    """The largest power-of-two fraction of the high-rate step that keeps a statistic's
+    delta within ``STATISTIC_REL_ERROR`` relative L2 error."""
     from ..rate import relative_error
 
-    assert change.data is not None
-    x = np.asarray(change.data, dtype=np.float64).reshape(-1)
+    x = np.asarray(data, dtype=np.float64).reshape(-1)
     norm = float(np.sqrt(np.einsum("i,i->", x, x)))
     if norm == 0.0:
-        return Plan(Combine.ADD, (Uniform(1.0),), entropy_tails("auto"))
+        return 1.0
     # At 1% error the step is far below the values' spread, where rounding error is
     # uniform: rms = step / sqrt(12). Start there and halve until the target holds.
     step = STATISTIC_REL_ERROR * norm * np.sqrt(12.0 / x.size)
     while relative_error([x], step) > STATISTIC_REL_ERROR:
         step /= 2
-    return Plan(Combine.ADD, (Uniform(float(step)),), entropy_tails("auto", x.size))
+    return float(step)
 
 
 def _tensor_seed(seed: int, name: str) -> int:

@@ -497,8 +497,8 @@ def read_index(data: bytes | memoryview) -> dict[str, tuple[int, int]]:
         raise FormatError("file does not end with an IEND chunk")
     end = _parse_struct(schema.EndBody, chunks[0][2], "IEND chunk")
     index_offset = end.index_offset  # type: ignore[attr-defined]
+    out: dict[str, tuple[int, int]] = {}
     if index_offset == 0:  # no index (small files): hop over the chunk frames instead
-        out = {}
         for offset, chunk_type, body in _iter_chunks(view[:tail], len(SIGNATURE) + 2):
             if chunk_type in (TNSR, TGRP):
                 length = schema.CHUNK_FRAME_SIZE + len(body) + schema.CHUNK_CRC_SIZE
@@ -510,7 +510,6 @@ def read_index(data: bytes | memoryview) -> dict[str, tuple[int, int]]:
     if first[1] != INDX:
         raise FormatError("IEND does not point at an index chunk")
     entries = _parse_struct(schema.IndexBody, first[2], "index chunk")
-    out: dict[str, tuple[int, int]] = {}
     for e in entries.entries:  # type: ignore[attr-defined]
         for name in _peek_names(view, e.offset, e.length, tail):
             out[name] = (e.offset, e.length)
