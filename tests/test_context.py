@@ -100,6 +100,18 @@ def test_zero_rows_are_nearly_free() -> None:
     assert half < 0.55 * dense
 
 
+def test_low_rank_signs_cost_less_than_random_signs() -> None:
+    """sign(q[r, i]) = row sign x column sign (a rank-1 update): the column-sign contexts learn it."""
+    rng = np.random.Generator(np.random.PCG64(11))
+    mags = np.rint(np.abs(rng.laplace(size=(96, 256))) * 2).astype(np.int64)
+    signs = np.outer(rng.choice([-1, 1], 96), rng.choice([-1, 1], 256))
+    structured = len(_roundtrip(mags * signs))
+    shuffled = len(_roundtrip(mags * rng.choice([-1, 1], size=mags.shape)))
+    nonzero = int(np.count_nonzero(mags))
+    # random signs cost about a bit each; learned ones far less
+    assert shuffled - structured > 0.5 * nonzero / 8
+
+
 def test_layout() -> None:
     assert layout((64, 32, 3, 3)) == (64, 288)
     assert layout((10,)) == (1, 10)
