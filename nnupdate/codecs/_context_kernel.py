@@ -675,7 +675,35 @@ def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, c
 
 
 @njit(cache=True)
-def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table: np.ndarray) -> np.ndarray:  # pragma: no cover
+def _next_best(state: np.ndarray, table: np.ndarray, x: float, m: int, neg: int, a: int, c: int, colv: int, act: int, colsign: int, agree: int, ngt: int, lam: float) -> float:  # pragma: no cover
+    """Cheapest cost of the next value after choosing magnitude ``m`` here (one-step lookahead).
+
+    The next value's contexts depend on this choice (its neighbours, row activity, sign
+    class, row agreement); the model state is taken as is.
+    """
+    ax = x if x >= 0 else -x
+    nneg = 1 if x < 0 else 0
+    act2 = _activity(act, m)
+    sa2 = 0 if m == 0 else (2 if neg == 1 else 1)
+    sg = _sign_ctx(sa2, colsign, agree)
+    cc = _col_class(colv)
+    best = ax * ax + lam * _level_cost(state, table, 0, nneg, m, a, c, cc, act2, sg, colv, ngt)
+    mn = int(np.floor(ax + 0.5))
+    if mn > MAX_MAGNITUDE:
+        mn = MAX_MAGNITUDE
+    lo = mn - 1 if mn >= 2 else 1
+    for k in range(lo, mn + 1):
+        if k <= 0:
+            continue
+        d = ax - k
+        j = d * d + lam * _level_cost(state, table, k, nneg, m, a, c, cc, act2, sg, colv, ngt)
+        if j < best:
+            best = j
+    return best
+
+
+@njit(cache=True)
+def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table: np.ndarray, look: int = 1) -> np.ndarray:  # pragma: no cover
     """Levels minimising (x - q)^2 + lam * bits, greedily in scan order under the live model.
 
     ``scaled`` is x / step. Candidates per value: nearest, one closer to zero, and zero.
@@ -722,13 +750,22 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
                 mn = MAX_MAGNITUDE
             best_m = 0
             best = ax * ax + lam * _level_cost(state, table, 0, neg, a, b, c, cc, act, sg, colv, ngt)
+            ahead = look == 1 and i + 1 < rowlen
+            total = best
+            if ahead:
+                total += _next_best(state, table, scaled[base + i + 1], 0, neg, a, prev[i + 1], colact[i + 1], act, colsign[i + 1], agree, ngt, lam)
             lo = mn - 1 if mn >= 2 else 1
             for m in range(lo, mn + 1):
                 if m <= 0:
                     continue
                 d = ax - m
                 j = d * d + lam * _level_cost(state, table, m, neg, a, b, c, cc, act, sg, colv, ngt)
-                if j < best:
+                t = j
+                if ahead:
+                    ag2 = _agree_update(agree, colsign[i], neg)
+                    t += _next_best(state, table, scaled[base + i + 1], m, neg, a, prev[i + 1], colact[i + 1], act, colsign[i + 1], ag2, ngt, lam)
+                if t < total:
+                    total = t
                     best = j
                     best_m = m
             row_cost += best
