@@ -750,7 +750,7 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
                 mn = MAX_MAGNITUDE
             best_m = 0
             best = ax * ax + lam * _level_cost(state, table, 0, neg, a, b, c, cc, act, sg, colv, ngt)
-            ahead = look == 1 and i + 1 < rowlen
+            ahead = look == 1 and i + 1 < rowlen and mn == 1  # zero or one: the choice that moves the next contexts most
             total = best
             if ahead:
                 total += _next_best(state, table, scaled[base + i + 1], 0, neg, a, prev[i + 1], colact[i + 1], act, colsign[i + 1], agree, ngt, lam)
