@@ -173,7 +173,7 @@ def test_trailing_bytes_inside_head_refused() -> None:
         parse(_reframe(patched))
 
 
-@pytest.mark.parametrize("count", [5, 12])  # without an index (frames walked) and with one
+@pytest.mark.parametrize("count", [5, INDEX_MIN_CHUNKS + 3])  # without an index (frames walked) and with one
 def test_index_points_at_every_tensor(count: int) -> None:
     update = nnupdate.full({f"t{i:02d}": np.full(i + 1, i, dtype=np.int32) for i in range(count)})
     data = update.encode("raw")

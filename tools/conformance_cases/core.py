@@ -114,6 +114,13 @@ def _rans_lanes() -> bytes:
     return build(tensors, kind=UpdateKind.FULL)
 
 
+def _indexed() -> bytes:
+    """70 tensor chunks: enough for the reference writer to add the indx chunk."""
+    g = rng(13)
+    tensors = [encode_tensor(f"t{i:02d}", g.integers(-9, 9, size=1 + i % 5).astype(np.int8), [Raw()]) for i in range(70)]
+    return build(tensors, kind=UpdateKind.FULL)
+
+
 def _two_lanes() -> bytes:
     values = np.rint(rng(12).laplace(0, 4.0, size=257)).astype(np.int32)
     return build([encode_tensor("lanes2", values, [Rans(lanes=2, auto_lanes=0)], role=Role.INT_BUFFER)], kind=UpdateKind.FULL)
@@ -394,6 +401,8 @@ CASES = [
     Case("core-rans-lanes", "interleaved rans (lanes 2..32, N not a multiple of the lanes, N < lanes, escapes, "
          "a window beyond int32, int16 output; a default-encoded 64x130 tensor, which the encoder gives 8 lanes)",
          _rans_lanes),
+    Case("core-indexed", "70 tensor chunks with the indx chunk (random access: offsets and lengths in file order)",
+         _indexed),
     Case("core-int-types", "every integer type and bool, raw and rans, FULL kind", _int_types),
     Case("core-float-types", "float64/32/16 and bfloat16, specials, raw casts, zstd level 19, uniform on f16/bf16",
          _float_types),
