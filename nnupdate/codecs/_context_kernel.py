@@ -612,7 +612,7 @@ def _cost_mix(state: np.ndarray, table: np.ndarray, ctx: int, ctx2: int, bit: in
     return table[_prob_mix(state, ctx, ctx2) >> 5, bit]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int) -> float:  # pragma: no cover
     """Bits of magnitude ``m`` (sign ``neg``) in the current state; ``sg`` is the sign context."""
     ctx = _sig_ctx(a, b, cc, act)
@@ -643,7 +643,7 @@ def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, 
     return bits + _cost(state, table, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1) + (n - 1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int, fs: int, ss: int) -> None:  # pragma: no cover
     ctx = _sig_ctx(a, b, cc, act)
     _adapt(state, ctx, 1 if m != 0 else 0, fs, ss)
@@ -674,7 +674,7 @@ def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, c
         _adapt(state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1, fs, ss)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _next_best(state: np.ndarray, table: np.ndarray, x: float, m: int, neg: int, a: int, c: int, colv: int, act: int, colsign: int, agree: int, ngt: int, lam: float) -> float:  # pragma: no cover
     """Cheapest cost of the next value after choosing magnitude ``m`` here (one-step lookahead).
 
