@@ -34,6 +34,7 @@ from .format import (
     parse,
     serialize,
 )
+from .format.container import group_shape
 
 PRODUCER = "nnupdate"
 
@@ -330,7 +331,7 @@ GROUP_MAX_ELEMENTS = 4096
 GROUP_MAX_MEMBERS = 2048
 
 
-def _groupable(change: TensorChange, codec: Codec) -> bool:
+def _groupable(change: TensorChange, codec: Codec, any_size: bool = False) -> bool:
     return (
         codec.groupable
         and not codec.lossless
@@ -338,7 +339,8 @@ def _groupable(change: TensorChange, codec: Codec) -> bool:
         and change.data is not None
         and dtypes.is_float(change.dtype)
         and change.role != Role.STATISTIC
-        and 0 < change.size <= GROUP_MAX_ELEMENTS
+        and change.size > 0
+        and (any_size or change.size <= GROUP_MAX_ELEMENTS)
     )
 
 
@@ -347,19 +349,47 @@ def _plan_groups(update: Update, codec: Codec) -> dict[str, list[TensorChange]]:
 
     Biases and normalisation parameters are tiny: coded alone, each would pay a chunk
     frame, a name, a pipeline and an entropy model for a few dozen values. Together they
-    share all of that (spec/FORMAT.md, TGRP).
+    share all of that (spec/FORMAT.md, TGRP). Codecs with ``row_groups`` first stack the
+    weights that share a row length (conv kernels of one width, say) into groups of
+    their own, which their pipeline codes as one matrix of those rows.
     """
+    groups: dict[str, list[TensorChange]] = {}
+    taken: set[str] = set()
+    if codec.row_groups:
+        by_rows: dict[tuple[str, int], list[TensorChange]] = {}
+        for change in update.changes.values():
+            if _groupable(change, codec, any_size=True) and len(change.shape) >= 2 and change.size:
+                by_rows.setdefault((change.dtype, change.size // change.shape[0]), []).append(change)
+        for members in by_rows.values():
+            for chunk in _chunks(members, ROW_GROUP_MAX_ELEMENTS):
+                groups[chunk[0].name] = chunk
+                taken.update(m.name for m in chunk)
     by_dtype: dict[str, list[TensorChange]] = {}
     for change in update.changes.values():
-        if _groupable(change, codec):
+        if change.name not in taken and _groupable(change, codec):
             by_dtype.setdefault(change.dtype, []).append(change)
-    groups = {}
     for members in by_dtype.values():
-        for start in range(0, len(members), GROUP_MAX_MEMBERS):
-            chunk = members[start : start + GROUP_MAX_MEMBERS]
-            if len(chunk) > 1:
-                groups[chunk[0].name] = chunk
+        for chunk in _chunks(members, GROUP_MAX_ELEMENTS * GROUP_MAX_MEMBERS):
+            groups[chunk[0].name] = chunk
     return groups
+
+
+#: a row group holds at most this many elements (one record's decode stays small)
+ROW_GROUP_MAX_ELEMENTS = 1 << 22
+
+
+def _chunks(members: list[TensorChange], max_elements: int) -> list[list[TensorChange]]:
+    """``members`` cut into runs of at most GROUP_MAX_MEMBERS members and ``max_elements``
+    elements; runs of a single member are dropped (it is coded alone)."""
+    runs: list[list[TensorChange]] = [[]]
+    size = 0
+    for m in members:
+        if runs[-1] and (len(runs[-1]) >= GROUP_MAX_MEMBERS or size + m.size > max_elements):
+            runs.append([])
+            size = 0
+        runs[-1].append(m)
+        size += m.size
+    return [run for run in runs if len(run) > 1]
 
 
 def _statistic_groups(update: Update, codec: Codec) -> list[list[TensorChange]]:
@@ -404,8 +434,9 @@ RECORD_BITS = 8 * 48
 
 def _encode_group(members: list[TensorChange], codec: Codec) -> tuple[TensorRecord, TensorReport]:
     first = members[0]
-    data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members])
-    combined = TensorChange(f"group:{first.name}", first.dtype, (int(data.size),), Combine.ADD, data, first.role)
+    shape = group_shape([Member(m.name, m.dtype, m.shape) for m in members])
+    data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members]).reshape(shape)
+    combined = TensorChange(f"group:{first.name}", first.dtype, shape, Combine.ADD, data, first.role)
     plan = None
     if first.role == Role.STATISTIC:
         plan = plan_statistic(combined, min(statistic_step(np.asarray(m.data)) for m in members))
@@ -483,6 +514,7 @@ def decode_record(record: TensorRecord) -> list[TensorChange]:
     changes = []
     start = 0
     total = max(record.size, 1)
+    data = data.reshape(-1)
     for m in record.members:
         part = data[start : start + m.size].reshape(m.shape)
         start += m.size

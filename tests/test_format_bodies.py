@@ -87,7 +87,7 @@ def test_tensor_reader_matches_construct(name, dtype, role, combine, shape, stag
 @given(st.lists(st.tuples(names, roles, shapes), min_size=1, max_size=5), combines, stages, st.binary(max_size=4))
 def test_group_reader_matches_construct(members, combine, stage_list, payload) -> None:  # type: ignore[no-untyped-def]
     ms = [Member(n, "float32", s, r) for n, r, s in members]
-    record = TensorRecord("", "float32", (sum(m.size for m in ms),), combine, Role.UNKNOWN, stage_list, payload, ms)
+    record = TensorRecord("", "float32", c.group_shape(ms), combine, Role.UNKNOWN, stage_list, payload, ms)
     body = c._group_body(record)
     raw: Any = c._parse_struct(schema.GroupBody, body, "TGRP chunk")
     table = raw.header.table
@@ -102,6 +102,16 @@ def test_group_reader_matches_construct(members, combine, stage_list, payload) -
         except FormatError:
             continue
         raise AssertionError(f"a TGRP body cut at {cut} was accepted")
+
+
+def test_group_shape_stacks_rows_of_one_length_only() -> None:
+    m = lambda *shape: Member("x", "float32", shape)  # noqa: E731
+    assert c.group_shape([m(3, 2), m(5, 2)]) == (8, 2)
+    assert c.group_shape([m(4, 2, 3), m(1, 6)]) == (5, 6)
+    assert c.group_shape([m(3, 2), m(4,)]) == (10,)  # a 1-D member: one row
+    assert c.group_shape([m(3, 2), m(2, 3)]) == (12,)  # row lengths differ
+    assert c.group_shape([m(3, 0), m(2, 0)]) == (0,)
+    assert c.group_shape([m(0, 5), m(2, 5)]) == (2, 5)
 
 
 def test_group_table_is_compressed_when_that_is_smaller() -> None:

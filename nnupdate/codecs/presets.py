@@ -99,6 +99,10 @@ class Codec:
     summary: ClassVar[str] = ""
     #: whether small float deltas may be coded together as one TGRP group
     groupable: ClassVar[bool] = True
+    #: whether weights of any size that share a row length are also grouped, stacked as
+    #: one matrix of their rows (for row-scanning coders, whose adaptive models then
+    #: learn across layers instead of restarting per tensor)
+    row_groups: ClassVar[bool] = False
     #: whether running statistics get their own step (quantizers whose step or sparsity is
     #: set for the weights); casts and lossless-ish coders treat them like any tensor
     separate_statistics: ClassVar[bool] = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import struct as pystruct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,9 +82,10 @@ class Member:
 class TensorRecord:
     """One tensor (TNSR) or a group of small tensors (TGRP) as stored.
 
-    A group has ``members``; its ``dtype`` is theirs, its ``shape`` is ``(total,)`` and
-    its ``name`` is empty: the pipeline codes every member's elements, concatenated in
-    member order, as one 1-D array, so small tensors share one header and one model.
+    A group has ``members``; its ``dtype`` is theirs, its ``shape`` is
+    :func:`group_shape` of them and its ``name`` is empty: the pipeline codes every
+    member's elements, concatenated in member order, so tensors share one header and one
+    model.
     """
 
     name: str
@@ -391,6 +393,23 @@ def _tensor_from(body: memoryview, limits: Limits) -> TensorRecord:
     )
 
 
+def group_shape(members: list[Member]) -> tuple[int, ...]:
+    """The shape a TGRP's pipeline codes (spec/FORMAT.md §4.4).
+
+    ``(N / L, L)`` when every member has at least two dimensions and they all share one
+    row length ``L > 0`` (the product of the dimensions after the first): the members'
+    rows stacked into one matrix, so a stage that scans rows (``ctx``, ``dq``) sees rows
+    of the members' own layout. Otherwise ``(N,)``, the concatenation as one row.
+    """
+    total = sum(m.size for m in members)
+    lengths = {math.prod(m.shape[1:]) if len(m.shape) >= 2 else -1 for m in members}
+    if len(lengths) == 1:
+        (rowlen,) = lengths
+        if rowlen > 0:
+            return (total // rowlen, rowlen)
+    return (total,)
+
+
 def _group_from(body: memoryview, limits: Limits) -> TensorRecord:
     r = bodies.BodyReader(bytes(body), "TGRP chunk")
     members = _group_members(r, limits)
@@ -398,7 +417,7 @@ def _group_from(body: memoryview, limits: Limits) -> TensorRecord:
     return TensorRecord(
         name="",
         dtype=members[0].dtype,
-        shape=(sum(m.size for m in members),),
+        shape=group_shape(members),
         combine=_enum(Combine, combine, "combine mode"),
         stages=_stages_from(r, members[0].name, limits),
         payload=r.rest(),

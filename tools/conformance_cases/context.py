@@ -134,6 +134,23 @@ _ctx_default = lambda: _lossless(Context())  # noqa: E731
 _ctx_options = lambda: _lossless(Context(ngt=1, check=32, dq=1))  # noqa: E731
 
 # fmt: off
+def _row_group_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Convolutions and linears sharing row lengths (72 and 96): the ctx codec stacks each
+    set into one TGRP whose pipeline shape is (total rows, row length), spec/FORMAT.md 4.4."""
+    g = rng(73)
+    shapes = {"c1.weight": (16, 8, 3, 3), "c2.weight": (8, 8, 3, 3), "c3.weight": (4, 8, 3, 3),
+              "l1.weight": (24, 96), "l2.weight": (12, 96), "l1.bias": (24,)}
+    base = {k: g.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    new = {}
+    for k, v in base.items():
+        scale = np.exp(g.standard_normal((v.shape[0],) + (1,) * (v.ndim - 1)))
+        d = 0.01 * g.laplace(size=v.shape) * scale
+        if v.ndim > 1:
+            d[::3] = 0
+        new[k] = (v + d).astype(np.float32)
+    return base, new
+
+
 CASES = [
     Case("context-ctx", "ctx (0x0028), default parameters, on int8/16/32 levels: empty, empty rows, scalar, all-zero, "
          "a single nonzero, +-(2**31-1), conv with zero rows, linear with row/column scales",
@@ -146,6 +163,9 @@ CASES = [
          base=_base),
     Case("context-codec-ctx-dq", "codec ctx with a server-set step and dependent quantization",
          lambda: _codec("ctx:step=0.004,quant=dq"), base=_base),
+    Case("context-codec-ctx-row-groups", "codec ctx with dependent quantization on weights sharing row lengths: two TGRP "
+         "row groups, (28, 72) and (36, 96), whose dq state machine restarts on every stacked row",
+         lambda: nnupdate.diff(*_row_group_models()).encode("ctx:step=0.004,quant=dq"), base=lambda: _row_group_models()[0]),
     Case("context-codec-uniform-ctx", "codec uniform with coder=ctx", lambda: _codec("uniform:max_rel_error=0.05,coder=ctx"),
          base=_base),
     Case("context-neg-trailing-zero", "ctx payload ending in a zero byte", _neg_trailing_zero, error="CodecError"),
