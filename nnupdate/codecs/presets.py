@@ -52,12 +52,13 @@ LOSSLESS_BYTES_TAILS: tuple[Tail, ...] = ((Raw(), Zstd()), (Raw(),))
 
 
 #: Above this many symbols ``auto`` tries rans alone: its frequency table is then a small
-#: fraction of the payload and zstd won on <1% of the bytes in our workloads, at ~20% of
-#: the encode time. Below it, ``auto`` also tries Golomb-Rice and bit-packing, whose
-#: headers are a few bytes: on tensors of a few dozen values (BatchNorm statistics, biases)
-#: a frequency table costs more than the values (ResNet-56's running statistics at 1%
-#: error: rans 31.1 KB, bitpack 9.6 KB).
-AUTO_ZSTD_MAX_SYMBOLS = 1 << 14
+#: fraction of the payload, and on ResNet-56 and the FedAvg CNN every tensor or group
+#: above it went to rans anyway, while trying the others cost a third of the encode.
+#: Below it, ``auto`` also tries raw+zstd, Golomb-Rice and bit-packing, whose headers are
+#: a few bytes: on a few dozen values (BatchNorm statistics, biases) a frequency table
+#: costs more than the values (ResNet-56's running statistics at 1% error: rans 31.1 KB,
+#: bitpack 9.6 KB).
+AUTO_SMALL_MAX_SYMBOLS = 1 << 12
 
 
 def entropy_tails(coder: str, size: int | None = None) -> tuple[Tail, ...]:
@@ -67,7 +68,7 @@ def entropy_tails(coder: str, size: int | None = None) -> tuple[Tail, ...]:
         "zstd": ((Raw(), Zstd()),),
         "raw": ((Raw(),),),
     }
-    large = size is not None and size > AUTO_ZSTD_MAX_SYMBOLS
+    large = size is not None and size > AUTO_SMALL_MAX_SYMBOLS
     options["auto"] = options["rans"] if large else options["rans"] + options["zstd"] + ((GolombRice(),), (BitPack(),))
     try:
         return options[coder]
