@@ -39,7 +39,7 @@ from .format.container import group_shape
 PRODUCER = "nnupdate"
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorChange:
     """How one tensor changes.
 
