@@ -169,25 +169,9 @@ class Rans(ArrayToBytes):
             if data:
                 raise CodecError("rans: payload for an empty array must be empty")
             return np.zeros(spec.shape, dtype=spec.dtype if spec.dtype != "bfloat16" else np.uint16)
-        r = Reader(data)
-        lo = r.svarint()
-        alphabet = r.uvarint()
-        has_escape = r.u8()
-        precision = r.u8()
-        if not 1 <= alphabet <= MAX_ALPHABET or has_escape > 1 or not MIN_PRECISION <= precision <= MAX_PRECISION:
-            raise CodecError("rans: invalid model header")
-        if lo < _INT64_MIN or lo + alphabet - 1 - has_escape > _INT64_MAX:
-            raise CodecError("rans: symbol window outside the int64 range")
-        from . import _rans_kernel  # numba compiles on first use; keep CLI start-up fast
-
-        freq, cum, r.pos, status, nonzero = _rans_kernel.read_model(
-            np.frombuffer(data, dtype=np.uint8), r.pos, alphabet, precision
-        )
-        if status == 3:
-            raise CodecError("rans: frequencies do not sum to 2**precision")
-        if status:
-            raise CodecError("rans: malformed frequency table")
-        only = int(np.argmax(freq)) if nonzero == 1 else -1
+        r, m = _read_model(data)
+        lo, alphabet, has_escape, precision, freq, cum = m.lo, m.alphabet, m.has_escape, m.precision, m.freq, m.cum
+        only = int(np.argmax(freq)) if m.nonzero == 1 else -1
         if only >= 0 and not (has_escape and only == alphabet - 1):
             # One symbol, no stream: a few bytes may stand for N elements, so build the
             # output directly in its own type (no N-sized int64 intermediates).
@@ -243,19 +227,11 @@ class Rans(ArrayToBytes):
         """float32 ``RN(q * step)`` straight from a multi-lane stream without escapes."""
         if self.lanes == 1 or spec.size == 0:
             return None
-        r = Reader(data)
-        lo, alphabet, has_escape, precision = r.svarint(), r.uvarint(), r.u8(), r.u8()
-        if has_escape or not 1 <= alphabet <= MAX_ALPHABET or not MIN_PRECISION <= precision <= MAX_PRECISION:
-            return None  # the general path decodes escapes (or refuses the header)
-        if not (lo >= -(1 << 53) and lo + alphabet <= 1 << 53):
-            return None  # levels must convert to binary64 exactly
-        from . import _rans_kernel
-
-        freq, cum, r.pos, status, nonzero = _rans_kernel.read_model(np.frombuffer(data, dtype=np.uint8), r.pos, alphabet, precision)
-        if status or nonzero < 2:
-            return None
-        levels = np.arange(lo, lo + alphabet, dtype=np.int64)
-        out, r.pos = self._decode_lanes(data, r.pos, spec.size, freq, cum, precision, (levels.astype(np.float64) * step).astype(np.float32))
+        r, m = _read_model(data)
+        if m.has_escape or m.nonzero < 2 or not (m.lo >= -(1 << 53) and m.lo + m.alphabet <= 1 << 53):
+            return None  # escapes and constants take the general path; levels must be exact in binary64
+        reconstructions = (np.arange(m.lo, m.lo + m.alphabet, dtype=np.int64).astype(np.float64) * step).astype(np.float32)
+        out, r.pos = self._decode_lanes(data, r.pos, spec.size, m.freq, m.cum, m.precision, reconstructions)
         if r.remaining:
             raise CodecError("rans: trailing bytes after the stream")
         return out
@@ -281,6 +257,41 @@ class Rans(ArrayToBytes):
 
     def max_encoded_size(self, spec: ArraySpec) -> int:
         return 64 + 8 * self.lanes + 10 * MAX_ALPHABET + 12 * spec.size
+
+
+@dataclass(frozen=True)
+class _Model:
+    """The model header of a rans payload, validated."""
+
+    lo: int
+    alphabet: int
+    has_escape: int
+    precision: int
+    freq: np.ndarray
+    cum: np.ndarray
+    nonzero: int
+
+
+def _read_model(data: bytes) -> tuple[Reader, _Model]:
+    """Read and check the model header (spec/FORMAT.md 7.3); the reader is left after the
+    frequency table."""
+    r = Reader(data)
+    lo = r.svarint()
+    alphabet = r.uvarint()
+    has_escape = r.u8()
+    precision = r.u8()
+    if not 1 <= alphabet <= MAX_ALPHABET or has_escape > 1 or not MIN_PRECISION <= precision <= MAX_PRECISION:
+        raise CodecError("rans: invalid model header")
+    if lo < _INT64_MIN or lo + alphabet - 1 - has_escape > _INT64_MAX:
+        raise CodecError("rans: symbol window outside the int64 range")
+    from . import _rans_kernel  # numba compiles on first use; keep CLI start-up fast
+
+    freq, cum, r.pos, status, nonzero = _rans_kernel.read_model(np.frombuffer(data, dtype=np.uint8), r.pos, alphabet, precision)
+    if status == 3:
+        raise CodecError("rans: frequencies do not sum to 2**precision")
+    if status:
+        raise CodecError("rans: malformed frequency table")
+    return r, _Model(lo, alphabet, has_escape, precision, freq, cum, nonzero)
 
 
 def _window_in_type(index: np.ndarray, lo: int, alphabet: int, spec: ArraySpec) -> np.ndarray | None:
