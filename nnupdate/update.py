@@ -392,8 +392,8 @@ def _chunks(members: list[TensorChange], max_elements: int) -> list[list[TensorC
     return [run for run in runs if len(run) > 1]
 
 
-def _statistic_groups(update: Update, codec: Codec) -> list[list[TensorChange]]:
-    """Groups of small running statistics that share one step (their smallest).
+def _statistic_groups(update: Update, codec: Codec) -> list[tuple[list[TensorChange], float]]:
+    """Groups of small running statistics, each with the one step they share (their smallest).
 
     Coded alone, each statistic vector pays a record (~55 bytes: frame, name, pipeline,
     model) for a few dozen values. In a group every member is quantized with the smallest
@@ -411,7 +411,7 @@ def _statistic_groups(update: Update, codec: Codec) -> list[list[TensorChange]]:
     by_dtype: dict[str, list[tuple[float, TensorChange]]] = {}
     for c in candidates:
         by_dtype.setdefault(c.dtype, []).append((statistic_step(np.asarray(c.data)), c))
-    groups: list[list[TensorChange]] = []
+    groups: list[tuple[list[TensorChange], float]] = []
     for items in by_dtype.values():
         items.sort(key=lambda t: t[0])
         current: list[TensorChange] = []
@@ -421,10 +421,10 @@ def _statistic_groups(update: Update, codec: Codec) -> list[list[TensorChange]]:
                 current.append(change)
                 continue
             if len(current) > 1:
-                groups.append(current)
+                groups.append((current, smallest))
             current, smallest = [change], step
         if len(current) > 1:
-            groups.append(current)
+            groups.append((current, smallest))
     return groups
 
 
@@ -432,14 +432,14 @@ def _statistic_groups(update: Update, codec: Codec) -> list[list[TensorChange]]:
 RECORD_BITS = 8 * 48
 
 
-def _encode_group(members: list[TensorChange], codec: Codec) -> tuple[TensorRecord, TensorReport]:
+def _encode_group(members: list[TensorChange], codec: Codec, shared_step: float | None = None) -> tuple[TensorRecord, TensorReport]:
+    """One TGRP record for ``members``; a group of running statistics (``shared_step``
+    given) is quantized with that step instead of the codec's plan."""
     first = members[0]
     shape = group_shape([Member(m.name, m.dtype, m.shape) for m in members])
     data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members]).reshape(shape)
     combined = TensorChange(f"group:{first.name}", first.dtype, shape, Combine.ADD, data, first.role)
-    plan = None
-    if first.role == Role.STATISTIC:
-        plan = plan_statistic(combined, min(statistic_step(np.asarray(m.data)) for m in members))
+    plan = None if shared_step is None else plan_statistic(combined, shared_step)
     record, report = encode_change(combined, codec, plan)
     record.name = ""
     record.members = [Member(m.name, m.dtype, m.shape, m.role) for m in members]
@@ -454,12 +454,15 @@ def encode_records(update: Update, codec: Codec) -> tuple[list[TensorRecord], li
     payloads at a trial step without assembling a container.
     """
     groups = _plan_groups(update, codec)
-    groups.update((members[0].name, members) for members in _statistic_groups(update, codec))
+    steps: dict[str, float] = {}
+    for members, step in _statistic_groups(update, codec):
+        groups[members[0].name] = members
+        steps[members[0].name] = step
     grouped = {m.name for members in groups.values() for m in members}
     records, reports = [], []
     for change in update.changes.values():
         if change.name in groups:
-            record, report = _encode_group(groups[change.name], codec)
+            record, report = _encode_group(groups[change.name], codec, steps.get(change.name))
         elif change.name in grouped:
             continue
         else:
