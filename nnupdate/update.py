@@ -17,8 +17,9 @@ import numpy as np
 from . import dtypes
 from .codecs import pipeline as pipelines
 from .codecs.base import ArraySpec, ArrayToArray
+from .codecs.lowrank import best_lowrank
 from .codecs.pipeline import Pipeline
-from .codecs.presets import Codec, Plan, parse_codec, plan_statistic, statistic_step
+from .codecs.presets import Codec, Plan, entropy_tails, parse_codec, plan_statistic, statistic_step
 from .errors import BaseMismatchError, CodecError, InputError, LimitError, ShapeMismatchError
 from .fingerprint import fingerprint, storage_view, tensor_dtype_name
 from .format import (
@@ -279,8 +280,14 @@ def _relative(reports: list[TensorReport]) -> float:
     return float(np.sqrt(sum(t.squared_error for t in reports) / norm)) if norm > 0 else 0.0
 
 
-def encode_change(change: TensorChange, codec: Codec, plan: Plan | None = None) -> tuple[TensorRecord, TensorReport]:
-    """Code one tensor change: run the plan's array stages once, keep the smallest tail."""
+def encode_change(
+    change: TensorChange, codec: Codec, plan: Plan | None = None, factor: bool = True
+) -> tuple[TensorRecord, TensorReport]:
+    """Code one tensor change: run the plan's array stages once, keep the smallest tail.
+
+    With a codec that tries ``lowrank`` (and ``factor``), a matrix delta is also coded as
+    two quantized factors at no more than the plan's measured error; the smaller wins.
+    """
     plan = plan or codec.plan(change)
     record = TensorRecord(change.name, change.dtype, change.shape, plan.combine, change.role)
     report = TensorReport(change.name, plan.combine, change.size, 0, "", statistic=change.role == Role.STATISTIC)
@@ -313,6 +320,15 @@ def encode_change(change: TensorChange, codec: Codec, plan: Plan | None = None) 
         # than the arithmetic on the small tensors of a typical model.
         report.squared_error = float(np.einsum("i,i->", err, err))
         report.squared_norm = float(np.einsum("i,i->", x, x))
+        if factor and codec.try_lowrank and change.role != Role.STATISTIC and len(change.shape) >= 2 and report.squared_error > 0:
+            choice = best_lowrank(values, spec, report.squared_error, entropy_tails("auto", change.size))
+            if choice is not None and len(choice.payload) < len(record.payload):
+                factored = Pipeline(tuple(choice.stages))
+                record.stages = [s.record() for s in factored.stages]
+                record.payload = choice.payload
+                report.payload_bytes = len(choice.payload)
+                report.pipeline = factored.describe()
+                report.squared_error = choice.squared_error
     return record, report
 
 
@@ -350,15 +366,17 @@ def _plan_groups(update: Update, codec: Codec) -> dict[str, list[TensorChange]]:
     Biases and normalisation parameters are tiny: coded alone, each would pay a chunk
     frame, a name, a pipeline and an entropy model for a few dozen values. Together they
     share all of that (spec/FORMAT.md, TGRP). Codecs with ``row_groups`` first stack the
-    weights that share a row length (conv kernels of one width, say) into groups of
-    their own, which their pipeline codes as one matrix of those rows.
+    convolution weights that share a row length into groups of their own, which their
+    pipeline codes as one matrix of those rows (linear layers stay apart: their deltas
+    may be worth a low-rank code, which a stack of layers is not).
     """
     groups: dict[str, list[TensorChange]] = {}
     taken: set[str] = set()
     if codec.row_groups:
         by_rows: dict[tuple[str, int], list[TensorChange]] = {}
         for change in update.changes.values():
-            if _groupable(change, codec, any_size=True) and len(change.shape) >= 2 and change.size:
+            # convolutions only: linear layers stay on their own, where a low-rank code may pay
+            if _groupable(change, codec, any_size=True) and len(change.shape) >= 3 and change.size:
                 by_rows.setdefault((change.dtype, change.size // change.shape[0]), []).append(change)
         for members in by_rows.values():
             for chunk in _chunks(members, ROW_GROUP_MAX_ELEMENTS):
@@ -440,7 +458,7 @@ def _encode_group(members: list[TensorChange], codec: Codec, shared_step: float 
     data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members]).reshape(shape)
     combined = TensorChange(f"group:{first.name}", first.dtype, shape, Combine.ADD, data, first.role)
     plan = None if shared_step is None else plan_statistic(combined, shared_step)
-    record, report = encode_change(combined, codec, plan)
+    record, report = encode_change(combined, codec, plan, factor=False)  # stacked layers are not one matrix
     record.name = ""
     record.members = [Member(m.name, m.dtype, m.shape, m.role) for m in members]
     report.name = f"group of {len(members)} ({first.name}, ...)"

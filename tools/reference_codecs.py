@@ -4,7 +4,7 @@
 Like tools/reference_decoder.py (whose container parsing and core stages it reuses) it
 imports nothing from ``nnupdate``: plain Python integers and floats, a bit reader per
 the "Bit streams" section, and the decode rules of m22 (0x0011), qsgd (0x0012), topk
-(0x0013), sbc (0x0014), elias (0x0021), golomb (0x0022) and bitpack (0x0023). Agreement
+(0x0013), sbc (0x0014), lowrank (0x0015), elias (0x0021), golomb (0x0022) and bitpack (0x0023). Agreement
 with the library on the conformance vectors (tests/test_codecs_reference.py) shows the
 spec is complete. Slow; meant for small files.
 
@@ -262,10 +262,34 @@ def stage_sbc(params: dict[str, object], symbols: list[int], dtype: str) -> byte
     return b"".join(ref.round_to(s * mean, dtype) for s in symbols)
 
 
+def stage_lowrank(params: dict[str, object], levels: list[int], dtype: str, shape: tuple[int, ...]) -> bytes:
+    """0x0015: x[i, j] = RN_T(RN64(sum_k A[i, k] B[k, j] * scale)), the sum in exact integers."""
+    p = _params(params, {"rank": (int, 1), "scale": (float, 1e-6)}, "lowrank")
+    rank, scale = p["rank"], p["scale"]
+    assert isinstance(rank, int) and isinstance(scale, float)
+    if len(shape) < 2:
+        raise RefError("lowrank: needs two or more dimensions")
+    m, n = shape[0], math.prod(shape[1:])
+    if not 1 <= rank <= 256 or rank > min(m, n) or not (math.isfinite(scale) and scale > 0):
+        raise RefError("lowrank: bad parameters")
+    if len(levels) != rank * (m + n) or any(abs(q) > (1 << 20) - 1 for q in levels):
+        raise RefError("lowrank: bad factor levels")
+    if dtype not in FLOATS:
+        raise RefError("lowrank: not a float type")
+    a, b = levels[: m * rank], levels[m * rank :]
+    out = []
+    for i in range(m):
+        row = a[i * rank : (i + 1) * rank]
+        for j in range(n):
+            product = sum(row[k] * b[k * n + j] for k in range(rank))
+            out.append(ref.round_to(float(product) * scale, dtype))
+    return b"".join(out)
+
+
 # ----------------------------------------------------------------------------- pipeline
 
 #: array->array stages and the element type they emit
-ARRAY_STAGES = {0x0010: "int32", 0x0011: "int16", 0x0012: "int32", 0x0013: "int32", 0x0014: "int8"}
+ARRAY_STAGES = {0x0010: "int32", 0x0011: "int16", 0x0012: "int32", 0x0013: "int32", 0x0014: "int8", 0x0015: "int32"}
 SERIALIZERS = {0x0001, 0x0020, 0x0021, 0x0022, 0x0023}
 BYTE_STAGES = {0x0030}
 
@@ -295,6 +319,12 @@ def run_pipeline(rec: ref.Record) -> Tensor:
         raise RefError("bad stage order")
     k = serial[0]
     specs = [ptype] + [ARRAY_STAGES[c] for c in ids[:k]]
+    for cid, params in rec.stages[:k]:  # lowrank emits rank x (rows + columns) symbols, not n
+        if cid == 0x0015:
+            rank = params.get("rank", 1)
+            if len(rec.shape) < 2 or not isinstance(rank, int) or not 1 <= rank <= 256:
+                raise RefError("lowrank: bad parameters")
+            n = rank * (rec.shape[0] + math.prod(rec.shape[1:]))
     inner = specs[-1]
     sid, sparams = rec.stages[k]
     data = rec.payload
@@ -307,7 +337,8 @@ def run_pipeline(rec: ref.Record) -> Tensor:
             raise RefError("entropy stage needs an integer type")
         decoders = {0x0020: ref.stage_rans, 0x0021: stage_elias, 0x0022: stage_golomb, 0x0023: stage_bitpack}
         out = ref.pack_ints(decoders[sid](sparams, data, n), inner)
-    array_decoders = {0x0010: ref.stage_uniform, 0x0011: stage_m22, 0x0012: stage_qsgd, 0x0013: stage_topk, 0x0014: stage_sbc}
+    array_decoders = {0x0010: ref.stage_uniform, 0x0011: stage_m22, 0x0012: stage_qsgd, 0x0013: stage_topk, 0x0014: stage_sbc,
+                      0x0015: lambda p, q, t: stage_lowrank(p, q, t, rec.shape)}
     for (cid, params), out_type, in_type in zip(reversed(rec.stages[:k]), reversed(specs[:-1]), reversed(specs[1:])):
         out = array_decoders[cid](params, ref.unpack_ints(out, in_type), out_type)
     return Tensor(ptype, rec.shape, out)

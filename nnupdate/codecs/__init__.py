@@ -3,7 +3,25 @@
 Importing this package registers every built-in stage and codec.
 """
 
-from . import bitpack, coders, context, dq, elias, golomb, m22, qsgd, rans, raw, rd, rdoq, sbc, topk, uniform, zstd  # noqa: F401  (registration side effects)
+from . import (  # noqa: F401  (registration side effects)
+    bitpack,
+    coders,
+    context,
+    dq,
+    elias,
+    golomb,
+    lowrank,
+    m22,
+    qsgd,
+    rans,
+    raw,
+    rd,
+    rdoq,
+    sbc,
+    topk,
+    uniform,
+    zstd,
+)
 from .base import ArraySpec, ArrayToArray, ArrayToBytes, BytesToBytes, Stage, StageKind, register, registered_stages
 from .pipeline import Pipeline
 from .presets import (

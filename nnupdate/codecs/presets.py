@@ -104,6 +104,9 @@ class Codec:
     #: one matrix of their rows (for row-scanning coders, whose adaptive models then
     #: learn across layers instead of restarting per tensor)
     row_groups: ClassVar[bool] = False
+    #: whether a matrix delta is also tried as two quantized low-rank factors (kept when
+    #: smaller at no more error; spec/CODECS.md ``lowrank``)
+    try_lowrank: ClassVar[bool] = False
     #: whether running statistics get their own step (quantizers whose step or sparsity is
     #: set for the weights); casts and lossless-ish coders treat them like any tensor
     separate_statistics: ClassVar[bool] = True

@@ -132,6 +132,7 @@ class CtxCodec(Codec):
     name = "ctx"
     summary = "global step + RDOQ + context-adaptive binary arithmetic coding (beats order-0 / NNC-style)"
     row_groups = True
+    try_lowrank = True
     step: float = 0.0
     max_rel_error: float = 0.05
     target_bits: float = 0.0

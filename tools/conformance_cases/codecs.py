@@ -16,6 +16,7 @@ from nnupdate.codecs.base import ArraySpec, Stage
 from nnupdate.codecs.bitpack import BitPack
 from nnupdate.codecs.elias import EliasGammaRLE
 from nnupdate.codecs.golomb import GolombRice
+from nnupdate.codecs.lowrank import LowRank
 from nnupdate.codecs.m22 import M22
 from nnupdate.codecs.qsgd import QSGD
 from nnupdate.codecs.rans import Rans
@@ -165,6 +166,32 @@ def _neg_sbc_symbol() -> bytes:
     return _record("w", "float32", (3,), [SBC(0.5, 0.25), BitPack()], _payload(BitPack(), np.array([0, 2, 1], np.int8)))
 
 
+def _lowrank() -> bytes:
+    """lowrank on a rank-3 matrix plus noise (float32, float16 and a 4-D conv-shaped tensor),
+    rans- and bitpack-coded factor levels."""
+    g = rng(41)
+    m = g.standard_normal((12, 3)) @ g.standard_normal((3, 20)) * 0.01 + 1e-4 * g.standard_normal((12, 20))
+    conv = g.standard_normal((6, 2)) @ g.standard_normal((2, 18)) * 0.02
+    tensors = [
+        encode_tensor("fc.f32", m.astype(np.float32), [LowRank(rank=3, step=4e-3), Rans()], combine=Combine.REPLACE),
+        encode_tensor("fc.f16", m.astype(np.float16), [LowRank(rank=2, step=1e-2), BitPack()], combine=Combine.REPLACE),
+        encode_tensor("conv.f32", conv.reshape(6, 2, 3, 3).astype(np.float32), [LowRank(rank=2, step=5e-3), Rans()],
+                      combine=Combine.REPLACE),
+    ]
+    return build(tensors, kind=UpdateKind.FULL)
+
+
+def _neg_lowrank_level() -> bytes:
+    levels = np.zeros(2 * (3 + 4), dtype=np.int32)
+    levels[5] = 1 << 20  # beyond +-(2**20 - 1)
+    return _record("w", "float32", (3, 4), [LowRank(rank=2, scale=1e-4), BitPack()], _payload(BitPack(), levels))
+
+
+def _neg_lowrank_rank() -> bytes:
+    levels = np.zeros(4 * (3 + 4), dtype=np.int32)  # rank 4 > min(3, 4)
+    return _record("w", "float32", (3, 4), [LowRank(rank=4, scale=1e-4), BitPack()], _payload(BitPack(), levels))
+
+
 def _neg_elias_trailing() -> bytes:
     return _record("s", "int32", (7,), [EliasGammaRLE()], bytes([0x3E, 0x11, 0x00]))
 
@@ -209,6 +236,10 @@ CASES = [
     Case("codecs-qsgd", "codec qsgd: s=4, buckets of 512, elias", lambda: _codec("qsgd"), base=_base),
     Case("codecs-topk", "codec topk: 5% kept, 8-bit values, auto coder", lambda: _codec("topk:fraction=0.05"), base=_base),
     Case("codecs-sbc", "codec sbc: 2% of the dominant sign, golomb gaps", lambda: _codec("sbc:fraction=0.02"), base=_base),
+    Case("codecs-lowrank", "lowrank (0x0015): rank-3 and rank-2 factors of a 12x20 matrix (float32 via rans, float16 "
+         "via bitpack), rank 2 of a 6x2x3x3 tensor as a 6x18 matrix", _lowrank),
+    Case("codecs-neg-lowrank-level", "lowrank factor level 2**20", _neg_lowrank_level, error="CodecError"),
+    Case("codecs-neg-lowrank-rank", "lowrank rank 4 on a 3x4 matrix", _neg_lowrank_rank, error="CodecError"),
     Case("codecs-neg-m22-index", "m22 symbol outside [-floor(L/2), L-1-floor(L/2)]", _neg_m22_index, error="CodecError"),
     Case("codecs-neg-m22-unsorted", "m22 centers not sorted", _neg_m22_unsorted, error="FormatError"),
     Case("codecs-neg-qsgd-norms", "qsgd with fewer norms than buckets", _neg_qsgd_norms, error="CodecError"),

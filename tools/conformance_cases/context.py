@@ -135,11 +135,11 @@ _ctx_options = lambda: _lossless(Context(ngt=1, check=32, dq=1))  # noqa: E731
 
 # fmt: off
 def _row_group_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Convolutions and linears sharing row lengths (72 and 96): the ctx codec stacks each
-    set into one TGRP whose pipeline shape is (total rows, row length), spec/FORMAT.md 4.4."""
+    """Convolutions sharing row lengths (72 and 96, the latter 1x1): the ctx codec stacks
+    each set into one TGRP whose pipeline shape is (total rows, row length), FORMAT.md 4.4."""
     g = rng(73)
     shapes = {"c1.weight": (16, 8, 3, 3), "c2.weight": (8, 8, 3, 3), "c3.weight": (4, 8, 3, 3),
-              "l1.weight": (24, 96), "l2.weight": (12, 96), "l1.bias": (24,)}
+              "p1.weight": (24, 96, 1, 1), "p2.weight": (12, 96, 1, 1), "p1.bias": (24,)}
     base = {k: g.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     new = {}
     for k, v in base.items():
@@ -148,6 +148,15 @@ def _row_group_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         if v.ndim > 1:
             d[::3] = 0
         new[k] = (v + d).astype(np.float32)
+    return base, new
+
+
+def _low_rank_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A 64x96 linear layer whose delta has rank 4 plus a little noise, and its bias."""
+    g = rng(42)
+    base = {"fc.weight": g.standard_normal((64, 96)).astype(np.float32), "fc.bias": g.standard_normal(64).astype(np.float32)}
+    delta = (g.standard_normal((64, 4)) @ g.standard_normal((4, 96))) * 0.01 + 2e-4 * g.standard_normal((64, 96))
+    new = {"fc.weight": (base["fc.weight"] + delta).astype(np.float32), "fc.bias": base["fc.bias"] + np.float32(0.01)}
     return base, new
 
 
@@ -166,6 +175,9 @@ CASES = [
     Case("context-codec-ctx-row-groups", "codec ctx with dependent quantization on weights sharing row lengths: two TGRP "
          "row groups, (28, 72) and (36, 96), whose dq state machine restarts on every stacked row",
          lambda: nnupdate.diff(*_row_group_models()).encode("ctx:step=0.004,quant=dq"), base=lambda: _row_group_models()[0]),
+    Case("context-codec-ctx-lowrank", "codec ctx on an update whose 64x96 linear layer is close to low rank: the layer "
+         "as lowrank (0x0015, CODECS.md) factors, the bias through rdoq + ctx",
+         lambda: nnupdate.diff(*_low_rank_models()).encode("ctx:max_rel_error=0.05"), base=lambda: _low_rank_models()[0]),
     Case("context-codec-uniform-ctx", "codec uniform with coder=ctx", lambda: _codec("uniform:max_rel_error=0.05,coder=ctx"),
          base=_base),
     Case("context-neg-trailing-zero", "ctx payload ending in a zero byte", _neg_trailing_zero, error="CodecError"),

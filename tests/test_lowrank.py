@@ -1,0 +1,97 @@
+"""lowrank (0x0015): exact integer reconstruction, strict refusals, and the ctx codec's
+choice between it and element-wise coding (kept only when smaller at no more error)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nnupdate
+from nnupdate.codecs.base import ArraySpec
+from nnupdate.codecs.lowrank import LEVEL_LIMIT, LowRank, best_lowrank
+from nnupdate.codecs.presets import entropy_tails
+from nnupdate.errors import CodecError, FormatError
+from nnupdate.format import parse
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 6), st.integers(0, 2**31), st.sampled_from(["float32", "float16", "float64"]))
+def test_decode_is_the_exact_integer_product_scaled_once(m: int, n: int, rank: int, seed: int, dtype: str) -> None:
+    rank = min(rank, m, n)
+    g = np.random.default_rng(seed)
+    levels = g.integers(-LEVEL_LIMIT, LEVEL_LIMIT + 1, size=rank * (m + n)).astype(np.int32)
+    stage = LowRank(rank=rank, scale=1.7e-9)
+    out = stage.decode(levels, ArraySpec((m, n), dtype))
+    a = [int(v) for v in levels[: m * rank]]
+    b = [int(v) for v in levels[m * rank :]]
+    for i in range(m):  # Python integers: no overflow, no rounding before the one multiply
+        for j in range(n):
+            p = sum(a[i * rank + k] * b[k * n + j] for k in range(rank))
+            assert out[i, j] == np.asarray(float(p) * 1.7e-9, dtype=np.float64).astype(dtype)
+
+
+def test_round_trip_of_a_low_rank_matrix_meets_the_step_bound() -> None:
+    g = np.random.default_rng(1)
+    x = (g.standard_normal((40, 3)) @ g.standard_normal((3, 70))) * 0.01
+    spec = ArraySpec((40, 70), "float32")
+    levels, resolved = LowRank(rank=3, step=1e-4).encode(x, spec)
+    assert levels.dtype == np.int32 and levels.shape == (3 * 110,)
+    assert resolved.scale == 1e-4 * 1e-4 and "step" not in resolved.params()
+    out = LowRank.from_params(resolved.params()).decode(levels, spec)
+    assert np.abs(out - x).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("shape", "rank", "levels", "error"),
+    [
+        ((3, 4), 2, np.zeros(13, np.int32), CodecError),  # wrong count
+        ((3, 4), 2, np.full(14, LEVEL_LIMIT + 1, np.int32), CodecError),  # level out of range
+        ((3, 4), 4, np.zeros(28, np.int32), CodecError),  # rank > min(m, n)
+        ((12,), 1, np.zeros(13, np.int32), CodecError),  # one dimension
+    ],
+)
+def test_refusals(shape: tuple[int, ...], rank: int, levels: np.ndarray, error: type[Exception]) -> None:
+    stage = LowRank(rank=rank, scale=1e-4)
+    with pytest.raises(error):
+        stage.decode(levels, ArraySpec(shape, "float32"))
+    with pytest.raises(CodecError):
+        stage.decode(np.zeros(2 * 7, np.int32), ArraySpec((3, 4), "int32"))
+
+
+def test_bad_parameters_are_format_errors() -> None:
+    for params in ({"rank": 0, "scale": 1.0}, {"rank": 257, "scale": 1.0}, {"rank": 2, "scale": -1.0}, {"rank": 2, "scale": float("nan")}):
+        with pytest.raises(FormatError):
+            LowRank.from_params(params)
+
+
+def test_search_stays_within_the_error_budget_and_declines_full_rank_noise() -> None:
+    g = np.random.default_rng(2)
+    spec = ArraySpec((64, 128), "float32")
+    low = ((g.standard_normal((64, 5)) @ g.standard_normal((5, 128))) * 0.01).astype(np.float32).astype(np.float64)
+    budget = 0.0025 * float(np.sum(low**2))
+    choice = best_lowrank(low, spec, budget, entropy_tails("auto", low.size))
+    assert choice is not None and choice.squared_error <= budget
+    assert choice.stages[0].rank <= 8  # type: ignore[attr-defined]
+    noise = g.standard_normal((64, 128)) * 0.01
+    assert best_lowrank(noise, spec, 0.0025 * float(np.sum(noise**2)), entropy_tails("auto", noise.size)) is None
+
+
+def test_ctx_codes_a_low_rank_layer_as_factors_and_keeps_the_error_target() -> None:
+    g = np.random.default_rng(3)
+    base = {"fc.weight": g.standard_normal((64, 256)).astype(np.float32), "conv.weight": g.standard_normal((32, 16, 3, 3)).astype(np.float32)}
+    delta = (g.standard_normal((64, 6)) @ g.standard_normal((6, 256))) * 0.01 + 1e-4 * g.standard_normal((64, 256))
+    new = {"fc.weight": (base["fc.weight"] + delta).astype(np.float32),
+           "conv.weight": (base["conv.weight"] + 0.01 * g.standard_normal((32, 16, 3, 3))).astype(np.float32)}
+    update = nnupdate.diff(base, new)
+    with_factors = nnupdate.encode_with_report(update, "ctx:max_rel_error=0.05")
+    records = {r.name: r for r in parse(with_factors.data).tensors}
+    assert [s.codec_id for s in records["fc.weight"].stages][0] == LowRank.codec_id
+    assert [s.codec_id for s in records["conv.weight"].stages][0] != LowRank.codec_id  # full-rank noise
+    assert 0.045 <= with_factors.relative_error <= 0.05
+    plain = nnupdate.encode_with_report(update, "uniform:max_rel_error=0.05,coder=ctx")
+    assert len(with_factors.data) < 0.8 * len(plain.data)
+    applied = nnupdate.apply(base, nnupdate.decode(with_factors.data))
+    err = applied["fc.weight"].astype(np.float64) - new["fc.weight"]
+    assert np.linalg.norm(err) <= 0.06 * np.linalg.norm(delta)
