@@ -16,7 +16,9 @@ element, as ``uniform`` does.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +33,8 @@ from .uniform import check_step
 LEVEL_LIMIT = (1 << 20) - 1
 #: the decoder's work is rank x m x n multiply-adds: bounded by 256 per element
 MAX_RANK = 256
+#: the encoder searches matrices up to this size (an SVD of a larger one costs seconds)
+MAX_SEARCH_ELEMENTS = 1 << 22
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -82,7 +86,7 @@ class LowRank(ArrayToArray):
         if levels.size and int(np.abs(levels).max()) > LEVEL_LIMIT:
             raise CodecError("lowrank: factor level outside +-(2**20 - 1)")
         product = integer_product(levels[: m * self.rank].reshape(m, self.rank), levels[m * self.rank :].reshape(self.rank, n))
-        return dtypes.from_float64((product.astype(np.float64) * self.scale).reshape(spec.shape), spec.dtype)
+        return dtypes.from_float64((product * self.scale).reshape(spec.shape), spec.dtype)
 
 
 def factor_levels(a: np.ndarray, b: np.ndarray, step: float) -> np.ndarray:
@@ -94,8 +98,16 @@ def factor_levels(a: np.ndarray, b: np.ndarray, step: float) -> np.ndarray:
 
 
 def integer_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` of int64 matrices, exactly (numpy's integer matmul does not use BLAS)."""
-    return np.matmul(a, b)
+    """``a @ b`` of integer matrices, exactly, as binary64.
+
+    Every product and every partial sum is an integer below ``rank * 2**40 <= 2**48``, so
+    binary64 holds each one exactly: no rounding happens in any order of summation, with
+    or without FMA, on any number of BLAS threads. The result is the exact integer
+    product. (einsum, not ``@``: BLAS wakes its thread pool per call, which costs more
+    than the arithmetic on the matrices of a model update; numpy's integer matmul is slower
+    still.)
+    """
+    return np.einsum("ik,kj->ij", a.astype(np.float64), b.astype(np.float64))
 
 
 def balanced_factors(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,22 +139,22 @@ def best_lowrank(values: np.ndarray, spec: ArraySpec, max_squared_error: float, 
     from . import pipeline as pipelines
 
     m, n = matrix_shape(spec.shape)
-    if min(m, n) < 8 or max_squared_error <= 0:
+    if min(m, n) < 8 or m * n > MAX_SEARCH_ELEMENTS or max_squared_error <= 0:
         return None
     x = np.asarray(values, dtype=np.float64).reshape(m, n)
-    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    u, s, vt = _svd(values, x)
     tail_energy = np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]])  # tail_energy[r] = sum of s[r:]**2
     limit = min(MAX_RANK, (m * n) // (2 * (m + n)))  # factors at most half the elements
     ranks = [r for r in range(1, limit + 1) if tail_energy[r] <= 0.9 * max_squared_error]
     if not ranks:
         return None
     first = ranks[0]
-    candidates = sorted({min(limit, max(first, round(first * f))) for f in (1.0, 1.15, 1.3, 1.5, 1.8, 2.2)})
+    candidates = sorted({min(limit, max(first, round(first * f))) for f in (1.0, 1.2, 1.45, 1.8)})
     best: LowRankChoice | None = None
     for rank in candidates:
         root = np.sqrt(s[:rank])
         a, b = u[:, :rank] * root, root[:, None] * vt[:rank]
-        step = _largest_step(x, a, b, max_squared_error)
+        step = _largest_step(x, a, b, max_squared_error, float(tail_energy[rank]))
         for _ in range(8):  # the real decode decides; shrink the step if rounding to T overshoots
             try:
                 levels = factor_levels(a, b, step)
@@ -153,21 +165,53 @@ def best_lowrank(values: np.ndarray, spec: ArraySpec, max_squared_error: float, 
             err = float(np.sum((dtypes.to_float64(decoded, spec.dtype).reshape(m, n) - x) ** 2))
             if err <= max_squared_error:
                 payload, tail = pipelines.smallest_tail(tails, levels, resolved.encoded_spec(spec), "lowrank")
-                if best is None or len(payload) < len(best.payload):
-                    best = LowRankChoice(payload, [resolved, *tail], err)
+                if best is not None and len(payload) >= len(best.payload):
+                    return best  # bytes grow with the rank from here on
+                best = LowRankChoice(payload, [resolved, *tail], err)
                 break
             step *= 0.97
     return best
 
 
-def _largest_step(x: np.ndarray, a: np.ndarray, b: np.ndarray, budget: float) -> float:
-    """Largest factor step whose float-estimated reconstruction error stays within ``budget``."""
-    lo, hi = 1e-12, max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-12) * 2
-    for _ in range(30):
+def _largest_step(x: np.ndarray, a: np.ndarray, b: np.ndarray, budget: float, truncation: float) -> float:
+    """Largest factor step whose float-estimated reconstruction error stays within ``budget``.
+
+    Rounding noise of variance step**2/12 on A and B adds about
+    ``step**2/12 * (m |B|^2 + n |A|^2)`` to the truncation error; the bisection starts
+    from that estimate and only refines it (a factor of 4 either way).
+    """
+    m, n = x.shape
+    spread = m * float(np.sum(b * b)) + n * float(np.sum(a * a))
+    guess = math.sqrt(12.0 * max(budget - truncation, budget * 1e-6) / max(spread, 1e-300))
+    lo, hi = guess / 4, guess * 4
+    if _error(x, a, b, lo) > budget:
+        lo = 1e-12
+    for _ in range(10):  # to ~1% of the step: a finer step search moves the size by less
         mid = math.sqrt(lo * hi)
-        err = float(np.sum((x - (np.rint(a / mid) @ np.rint(b / mid)) * (mid * mid)) ** 2))
-        if err <= budget:
+        if _error(x, a, b, mid) <= budget:
             lo = mid
         else:
             hi = mid
     return lo
+
+
+def _error(x: np.ndarray, a: np.ndarray, b: np.ndarray, step: float) -> float:
+    r = x - integer_product(np.rint(a / step), np.rint(b / step)) * (step * step)
+    return float(np.einsum("ij,ij->", r, r))
+
+
+_SVDS: dict[int, tuple[weakref.ref, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # type: ignore[type-arg]
+
+
+def _svd(values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SVD of ``x``, remembered (weakly) for the array ``values`` it came from: rate control
+    encodes the same update at a dozen trial steps, and the SVD would dominate each."""
+    hit = _SVDS.get(id(values))
+    if hit is not None and hit[0]() is values:
+        return hit[1]
+    result = np.linalg.svd(x, full_matrices=False)
+    if len(_SVDS) >= 16:
+        _SVDS.clear()
+    with contextlib.suppress(TypeError):  # an object without weak references: not remembered
+        _SVDS[id(values)] = (weakref.ref(values), result)
+    return result  # type: ignore[no-any-return]
