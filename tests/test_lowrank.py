@@ -60,6 +60,13 @@ def test_refusals(shape: tuple[int, ...], rank: int, levels: np.ndarray, error: 
         stage.decode(np.zeros(2 * 7, np.int32), ArraySpec((3, 4), "int32"))
 
 
+def test_non_finite_input_is_a_codec_error() -> None:
+    x = np.ones((8, 8))
+    x[2, 3] = np.nan
+    with pytest.raises(CodecError):
+        LowRank(rank=2, step=1e-3).encode(x, ArraySpec((8, 8), "float32"))
+
+
 def test_bad_parameters_are_format_errors() -> None:
     for params in ({"rank": 0, "scale": 1.0}, {"rank": 257, "scale": 1.0}, {"rank": 2, "scale": -1.0}, {"rank": 2, "scale": float("nan")}):
         with pytest.raises(FormatError):

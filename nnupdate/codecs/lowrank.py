@@ -113,7 +113,7 @@ def integer_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def balanced_factors(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """The best rank-``rank`` approximation as A (m x r) @ B (r x n) with ``sqrt(s)`` on both
     sides, so both factors' entries have the same scale and share one step."""
-    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    u, s, vt = _checked_svd(matrix)
     root = np.sqrt(s[:rank])
     return u[:, :rank] * root, root[:, None] * vt[:rank]
 
@@ -200,6 +200,15 @@ def _error(x: np.ndarray, a: np.ndarray, b: np.ndarray, step: float) -> float:
     return float(np.einsum("ij,ij->", r, r))
 
 
+def _checked_svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not np.isfinite(matrix).all():
+        raise CodecError("lowrank: input holds NaN or infinity")
+    try:
+        return np.linalg.svd(matrix, full_matrices=False)  # type: ignore[no-any-return]
+    except np.linalg.LinAlgError as exc:
+        raise CodecError(f"lowrank: {exc}") from None
+
+
 _SVDS: dict[int, tuple[weakref.ref, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # type: ignore[type-arg]
 
 
@@ -209,7 +218,7 @@ def _svd(values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     hit = _SVDS.get(id(values))
     if hit is not None and hit[0]() is values:
         return hit[1]
-    result = np.linalg.svd(x, full_matrices=False)
+    result = _checked_svd(x)
     if len(_SVDS) >= 16:
         _SVDS.clear()
     with contextlib.suppress(TypeError):  # an object without weak references: not remembered
