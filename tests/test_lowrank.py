@@ -50,6 +50,7 @@ def test_round_trip_of_a_low_rank_matrix_meets_the_step_bound() -> None:
         ((3, 4), 2, np.full(14, LEVEL_LIMIT + 1, np.int32), CodecError),  # level out of range
         ((3, 4), 4, np.zeros(28, np.int32), CodecError),  # rank > min(m, n)
         ((12,), 1, np.zeros(13, np.int32), CodecError),  # one dimension
+        ((1 << 16, 1 << 16), 2, np.zeros(0, np.int32), CodecError),  # rank x m x n > 2**32: refused before any work
     ],
 )
 def test_refusals(shape: tuple[int, ...], rank: int, levels: np.ndarray, error: type[Exception]) -> None:

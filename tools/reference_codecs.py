@@ -270,7 +270,7 @@ def stage_lowrank(params: dict[str, object], levels: list[int], dtype: str, shap
     if len(shape) < 2:
         raise RefError("lowrank: needs two or more dimensions")
     m, n = shape[0], math.prod(shape[1:])
-    if not 1 <= rank <= 256 or rank > min(m, n) or not (math.isfinite(scale) and scale > 0):
+    if not 1 <= rank <= 256 or rank > min(m, n) or rank * m * n > 1 << 32 or not (math.isfinite(scale) and scale > 0):
         raise RefError("lowrank: bad parameters")
     if len(levels) != rank * (m + n) or any(abs(q) > (1 << 20) - 1 for q in levels):
         raise RefError("lowrank: bad factor levels")

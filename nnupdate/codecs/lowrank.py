@@ -31,8 +31,10 @@ from .uniform import check_step
 #: factor levels lie in [-LEVEL_LIMIT, LEVEL_LIMIT], so |A @ B| < rank * 2**40 <= 2**48
 #: converts to binary64 exactly
 LEVEL_LIMIT = (1 << 20) - 1
-#: the decoder's work is rank x m x n multiply-adds: bounded by 256 per element
+#: the decoder's work is rank x m x n multiply-adds: at most 256 per element and 2**32
+#: in all, so a hostile header cannot make a decode run for minutes
 MAX_RANK = 256
+MAX_WORK = 1 << 32
 #: the encoder searches matrices up to this size (an SVD of a larger one costs seconds)
 MAX_SEARCH_ELEMENTS = 1 << 22
 
@@ -80,6 +82,8 @@ class LowRank(ArrayToArray):
         m, n = matrix_shape(spec.shape)
         if self.rank > min(m, n):
             raise CodecError(f"lowrank: rank {self.rank} exceeds the matrix's {min(m, n)}")
+        if self.rank * m * n > MAX_WORK:
+            raise CodecError("lowrank: rank x rows x columns exceeds 2**32")
         levels = np.asarray(encoded, dtype=np.int64).reshape(-1)
         if levels.size != self.rank * (m + n):
             raise CodecError("lowrank: factor sizes do not match the rank and shape")
@@ -144,7 +148,7 @@ def best_lowrank(values: np.ndarray, spec: ArraySpec, max_squared_error: float, 
     x = np.asarray(values, dtype=np.float64).reshape(m, n)
     u, s, vt = _svd(values, x)
     tail_energy = np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]])  # tail_energy[r] = sum of s[r:]**2
-    limit = min(MAX_RANK, (m * n) // (2 * (m + n)))  # factors at most half the elements
+    limit = min(MAX_RANK, (m * n) // (2 * (m + n)), MAX_WORK // (m * n))  # factors at most half the elements
     ranks = [r for r in range(1, limit + 1) if tail_energy[r] <= 0.9 * max_squared_error]
     if not ranks:
         return None
