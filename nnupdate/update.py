@@ -410,8 +410,9 @@ def _chunks(members: list[TensorChange], max_elements: int) -> list[list[TensorC
     return [run for run in runs if len(run) > 1]
 
 
-def _statistic_groups(update: Update, codec: Codec) -> list[tuple[list[TensorChange], float]]:
-    """Groups of small running statistics, each with the one step they share (their smallest).
+def _statistic_groups(update: Update, codec: Codec) -> tuple[list[tuple[list[TensorChange], float]], dict[str, float]]:
+    """Groups of small running statistics, each with the one step they share (their smallest),
+    and the own step of every small statistic (the ungrouped ones are coded with it).
 
     Coded alone, each statistic vector pays a record (~55 bytes: frame, name, pipeline,
     model) for a few dozen values. In a group every member is quantized with the smallest
@@ -420,15 +421,16 @@ def _statistic_groups(update: Update, codec: Codec) -> list[tuple[list[TensorCha
     that costs less than the record it saves.
     """
     if not codec.separate_statistics or codec.lossless:
-        return []
+        return [], {}
     candidates = [
         c for c in update.changes.values()
         if c.role == Role.STATISTIC and c.combine == Combine.ADD and c.data is not None
         and dtypes.is_float(c.dtype) and 0 < c.size <= GROUP_MAX_ELEMENTS
     ]
+    own = {c.name: statistic_step(np.asarray(c.data)) for c in candidates}
     by_dtype: dict[str, list[tuple[float, TensorChange]]] = {}
     for c in candidates:
-        by_dtype.setdefault(c.dtype, []).append((statistic_step(np.asarray(c.data)), c))
+        by_dtype.setdefault(c.dtype, []).append((own[c.name], c))
     groups: list[tuple[list[TensorChange], float]] = []
     for items in by_dtype.values():
         items.sort(key=lambda t: t[0])
@@ -443,7 +445,7 @@ def _statistic_groups(update: Update, codec: Codec) -> list[tuple[list[TensorCha
             current, smallest = [change], step
         if len(current) > 1:
             groups.append((current, smallest))
-    return groups
+    return groups, own
 
 
 #: roughly what a record of its own costs a small tensor (frame, name, pipeline, model)
@@ -454,13 +456,14 @@ def _encode_group(members: list[TensorChange], codec: Codec, shared_step: float 
     """One TGRP record for ``members``; a group of running statistics (``shared_step``
     given) is quantized with that step instead of the codec's plan."""
     first = members[0]
-    shape = group_shape([Member(m.name, m.dtype, m.shape) for m in members])
+    stored = [Member(m.name, m.dtype, m.shape, m.role) for m in members]
+    shape = group_shape(stored)
     data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members]).reshape(shape)
     combined = TensorChange(f"group:{first.name}", first.dtype, shape, Combine.ADD, data, first.role)
     plan = None if shared_step is None else plan_statistic(combined, shared_step)
     record, report = encode_change(combined, codec, plan, factor=False)  # stacked layers are not one matrix
     record.name = ""
-    record.members = [Member(m.name, m.dtype, m.shape, m.role) for m in members]
+    record.members = stored
     report.name = f"group of {len(members)} ({first.name}, ...)"
     return record, report
 
@@ -473,7 +476,8 @@ def encode_records(update: Update, codec: Codec) -> tuple[list[TensorRecord], li
     """
     groups = _plan_groups(update, codec)
     steps: dict[str, float] = {}
-    for members, step in _statistic_groups(update, codec):
+    statistic_groups, own_steps = _statistic_groups(update, codec)
+    for members, step in statistic_groups:
         groups[members[0].name] = members
         steps[members[0].name] = step
     grouped = {m.name for members in groups.values() for m in members}
@@ -483,6 +487,8 @@ def encode_records(update: Update, codec: Codec) -> tuple[list[TensorRecord], li
             record, report = _encode_group(groups[change.name], codec, steps.get(change.name))
         elif change.name in grouped:
             continue
+        elif change.name in own_steps:  # a small statistic alone: its step is already known
+            record, report = encode_change(change, codec, plan_statistic(change, own_steps[change.name]))
         else:
             record, report = encode_change(change, codec)
         records.append(record)
