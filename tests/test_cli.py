@@ -23,10 +23,11 @@ def _base_model() -> dict[str, np.ndarray]:
     if SHARED.is_file():
         return adapters.read_tensors(SHARED)
     g = np.random.default_rng(0)  # a small synthetic state dict when the shared checkpoint is absent
-    return {
+    return {  # index 3 is a float tensor, which _fine_tuned leaves untouched (a KEEP)
         "conv.weight": g.standard_normal((16, 3, 3, 3)).astype(np.float32),
         "bn.weight": np.ones(16, np.float32),
         "bn.running_var": np.ones(16, np.float32),
+        "bn.bias": np.zeros(16, np.float32),
         "bn.num_batches_tracked": np.array(1000, dtype=np.int64),
         "fc.weight": g.standard_normal((100, 64)).astype(np.float32),
     }
