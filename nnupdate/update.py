@@ -62,6 +62,9 @@ class TensorChange:
     pipeline: Pipeline | None = None
     #: bytes of the TNSR payload, for decoded updates
     payload_bytes: int = 0
+    #: spatial shape of the kernels when this is a stack of convolutions of one kernel
+    #: shape (a row group, whose own shape is only ``(rows, L)``); see :func:`kernel_shape`
+    kernel: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
@@ -340,6 +343,14 @@ def _specs(prefix: list, spec: ArraySpec) -> list[ArraySpec]:
     return specs
 
 
+def kernel_shape(change: TensorChange) -> tuple[int, ...]:
+    """Spatial shape of a convolution's kernels (its dimensions after the first two), or of
+    the kernels of a row group; ``()`` for anything else."""
+    if change.kernel:
+        return change.kernel
+    return tuple(change.shape[2:]) if len(change.shape) >= 3 else ()
+
+
 #: Float deltas with at most this many elements are coded together in one TGRP group.
 GROUP_MAX_ELEMENTS = 4096
 #: ... at most this many per group, so a member table stays far below the readers'
@@ -373,11 +384,12 @@ def _plan_groups(update: Update, codec: Codec) -> dict[str, list[TensorChange]]:
     groups: dict[str, list[TensorChange]] = {}
     taken: set[str] = set()
     if codec.row_groups:
-        by_rows: dict[tuple[str, int], list[TensorChange]] = {}
+        by_rows: dict[tuple[str, int, tuple[int, ...]], list[TensorChange]] = {}
         for change in update.changes.values():
-            # convolutions only: linear layers stay on their own, where a low-rank code may pay
+            # convolutions only: linear layers stay on their own, where a low-rank code may pay;
+            # one kernel shape per group, so a kernel transform fits every member
             if _groupable(change, codec, any_size=True) and len(change.shape) >= 3 and change.size:
-                by_rows.setdefault((change.dtype, change.size // change.shape[0]), []).append(change)
+                by_rows.setdefault((change.dtype, change.size // change.shape[0], kernel_shape(change)), []).append(change)
         for members in by_rows.values():
             for chunk in _chunks(members, ROW_GROUP_MAX_ELEMENTS):
                 groups[chunk[0].name] = chunk
@@ -460,6 +472,9 @@ def _encode_group(members: list[TensorChange], codec: Codec, shared_step: float 
     shape = group_shape(stored)
     data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members]).reshape(shape)
     combined = TensorChange(f"group:{first.name}", first.dtype, shape, Combine.ADD, data, first.role)
+    kernels = {kernel_shape(m) for m in members}
+    if len(shape) == 2 and len(kernels) == 1:
+        combined.kernel = kernels.pop()
     plan = None if shared_step is None else plan_statistic(combined, shared_step)
     record, report = encode_change(combined, codec, plan, factor=False)  # stacked layers are not one matrix
     record.name = ""

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CodecError
+from ..format import ParamValue
+from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import layout
 from .uniform import check_step, reconstruct
@@ -98,16 +100,37 @@ class DependentQuantizer(ArrayToArray):
     name = "dq"
     step: float = 1e-3
     lam: float = field(default=0.1, metadata=ENCODER_ONLY)
+    #: kernel transform (spec/CONTEXT.md §6), stored only when set: the integer DCT of a
+    #: kernel shape (``dct``, its dimensions as bytes) or an explicit int16 ``basis``
+    dct: bytes = b""
+    basis: bytes = b""
+    shift: int = 0
 
     def __post_init__(self) -> None:
         check_step(self.step, self.lam)
+        transform.check_params(self.basis, self.dct, self.shift)
+
+    def params(self) -> dict[str, ParamValue]:
+        return transform.stored_params(self.step, self.basis, self.dct, self.shift)
+
+    @property
+    def kernel_transform(self) -> transform.KernelTransform | None:
+        return transform.kernel_transform(self.basis, self.dct, self.shift)
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
-        return ArraySpec(spec.shape, "int32")
+        return ArraySpec(transform.level_shape(spec.shape, self.kernel_transform), "int32")
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, DependentQuantizer]:
-        levels = dq_levels(values, spec.shape, self.step, self.lam)
-        return levels.astype(np.int32).reshape(spec.shape), DependentQuantizer(self.step)
+        shape = transform.level_shape(spec.shape, self.kernel_transform)
+        kernel = self.kernel_transform
+        if kernel is not None:
+            values = transform.forward(values, spec.shape, kernel)
+        levels = dq_levels(values, shape, self.step, self.lam)
+        return levels.astype(np.int32).reshape(shape), DependentQuantizer(self.step, dct=self.dct, basis=self.basis, shift=self.shift)
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
-        return reconstruct(dq_reconstruct(encoded, spec.shape), self.step, spec, self.name)
+        kernel = self.kernel_transform
+        index = dq_reconstruct(encoded, transform.level_shape(spec.shape, kernel))
+        if kernel is not None:
+            return transform.inverse(index, spec.shape, kernel, self.step, spec.dtype, self.name)
+        return reconstruct(index, self.step, spec, self.name)

@@ -21,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import CodecError, InputError
-from ..format import Combine
+from ..format import Combine, ParamValue, Role
+from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import Context, layout
 from .presets import Codec, Plan, register_codec
@@ -74,22 +76,42 @@ class RdoqQuantizer(ArrayToArray):
     step: float = 1e-3
     lam: float = field(default=0.1, metadata=ENCODER_ONLY)
     ngt: int = field(default=4, metadata=ENCODER_ONLY)
+    #: kernel transform (spec/CONTEXT.md §6), stored only when set: the integer DCT of a
+    #: kernel shape (``dct``, its dimensions as bytes) or an explicit int16 ``basis``
+    dct: bytes = b""
+    basis: bytes = b""
+    shift: int = 0
 
     def __post_init__(self) -> None:
         check_step(self.step, self.lam)
+        transform.check_params(self.basis, self.dct, self.shift)
+
+    def params(self) -> dict[str, ParamValue]:
+        return transform.stored_params(self.step, self.basis, self.dct, self.shift)
+
+    @property
+    def kernel_transform(self) -> transform.KernelTransform | None:
+        return transform.kernel_transform(self.basis, self.dct, self.shift)
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
-        return ArraySpec(spec.shape, "int32")
+        return ArraySpec(transform.level_shape(spec.shape, self.kernel_transform), "int32")
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, RdoqQuantizer]:
-        levels = rdoq_levels(values, spec.shape, self.step, self.lam, self.ngt)
-        return levels.astype(np.int32).reshape(spec.shape), RdoqQuantizer(self.step)
+        shape = transform.level_shape(spec.shape, self.kernel_transform)
+        kernel = self.kernel_transform
+        if kernel is not None:
+            values = transform.forward(values, spec.shape, kernel)
+        levels = rdoq_levels(values, shape, self.step, self.lam, self.ngt)
+        return levels.astype(np.int32).reshape(shape), RdoqQuantizer(self.step, dct=self.dct, basis=self.basis, shift=self.shift)
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
+        kernel = self.kernel_transform
+        if kernel is not None:
+            return transform.inverse(encoded, spec.shape, kernel, self.step, spec.dtype, self.name)
         return reconstruct(encoded, self.step, spec, self.name)
 
     def scale_step(self, spec: ArraySpec) -> float | None:
-        return self.step if spec.dtype == "float32" else None
+        return self.step if spec.dtype == "float32" and self.kernel_transform is None else None
 
     def max_abs_error(self) -> float:
         """RDOQ may round a value to zero: the error is bounded by the value itself, not step/2."""
@@ -148,10 +170,16 @@ class CtxCodec(Codec):
     quant: str = "auto"
     #: the trellis's lambda (``quant=dq``), in the same units as ``lam``
     dq_lam: float = 0.2
+    #: ``dct``: convolution kernels of 2 to 64 taps are quantized as 2-D DCT coefficients
+    #: (spec/CONTEXT.md §5; spatially smooth updates compact into few coefficients);
+    #: ``none``: tap by tap
+    transform: str = "dct"
 
     def __post_init__(self) -> None:
         if self.quant not in ("rdoq", "dq", "auto"):
             raise ValueError("quant must be rdoq, dq or auto")
+        if self.transform not in ("dct", "klt", "none"):
+            raise ValueError("transform must be dct, klt or none")
         if self.step < 0 or self.target_bits < 0 or (self.lam < 0 and self.lam != -1.0) or not 0 < self.max_rel_error < 1:
             raise ValueError("step, target_bits must be >= 0, lam >= 0 or -1 (automatic), max_rel_error in (0, 1)")
         Context(self.ngt, self.check)  # validates ngt and check
@@ -183,7 +211,7 @@ class CtxCodec(Codec):
             return min(tuned, key=lambda c: len(_measure(update, c).data))
         if self.step > 0:
             return self
-        deltas = [d for d in update.float_deltas() if d.size]
+        deltas = self.error_inputs(update)
         if not deltas:
             return self.with_step(1.0)
         if self.target_bits > 0:
@@ -195,11 +223,45 @@ class CtxCodec(Codec):
             raise InputError("ctx: no step chosen (call prepare() or pass step=...)")
         if self.quant == "auto":
             raise InputError("ctx: quant=auto is resolved by prepare()")
+        kernel = self.kernel_params(change)
         if self.quant == "dq":
             from .dq import DependentQuantizer
 
-            return Plan(Combine.ADD, (DependentQuantizer(self.step, self.dq_lam),), ((Context(self.ngt, self.check, 1),),))
-        return Plan(Combine.ADD, (RdoqQuantizer(self.step, self.resolved_lam(), self.ngt),), ((Context(self.ngt, self.check),),))
+            dq = DependentQuantizer(self.step, self.dq_lam, **kernel)
+            return Plan(Combine.ADD, (dq,), ((Context(self.ngt, self.check, 1),),))
+        rdoq = RdoqQuantizer(self.step, self.resolved_lam(), self.ngt, **kernel)
+        return Plan(Combine.ADD, (rdoq,), ((Context(self.ngt, self.check),),))
+
+    def kernel_params(self, change: TensorChange) -> dict[str, Any]:
+        """The quantizer's kernel-transform parameters for ``change`` (empty: tap by tap)."""
+        from ..update import kernel_shape
+
+        kernel = kernel_shape(change)
+        dct = transform.dct_param(kernel)
+        if self.transform == "none" or not dct:
+            return {}
+        if self.transform == "klt" and change.data is not None:
+            return {"basis": transform.klt_basis(change.data, change.shape, len(dct) and int(np.prod(kernel))), "shift": transform.DCT_SHIFT}
+        return {"dct": dct}
+
+    def error_inputs(self, update: Update) -> list[np.ndarray]:
+        """What the quantizer sees of each float delta rate control fits the step to: the
+        delta, or its kernel-transform coefficients (near-orthonormal: same squared norm
+        and error up to ~1%, and the final step is checked on the real decode)."""
+        out = []
+        for change in update.changes.values():
+            if change.combine != Combine.ADD or change.data is None or not change.data.size:
+                continue
+            if change.role == Role.STATISTIC or not dtypes.is_float(change.dtype):
+                continue
+            params = self.kernel_params(change)
+            kernel = transform.kernel_transform(params.get("basis", b""), params.get("dct", b""), params.get("shift", 0))
+            if kernel is None:
+                out.append(change.data)
+            else:
+                shape = transform.coefficient_shape(change.shape, kernel.taps)
+                out.append(transform.forward(change.data, change.shape, kernel).reshape(shape))
+        return out
 
 
 # The error search above evaluates RDOQ/dq directly (no container); ``auto`` tunes both

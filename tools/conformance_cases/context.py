@@ -85,6 +85,29 @@ def _pinned_quantizers() -> bytes:
     return build(records, kind=UpdateKind.FULL)
 
 
+def _smooth_kernels(g: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Kernels with a strong common component per kernel, as spatially smooth updates have."""
+    common = g.standard_normal(shape[:2] + (1,) * (len(shape) - 2))
+    return 0.01 * (common + 0.3 * g.standard_normal(shape))
+
+
+def _transform_quantizers() -> bytes:
+    g = rng(75)
+    conv = _smooth_kernels(g, (16, 8, 3, 3)).astype(np.float32)
+    conv1d = _smooth_kernels(g, (8, 4, 5)).astype(np.float16)
+    wide = _smooth_kernels(g, (6, 5, 1, 3)).astype(np.float32)
+    small = _smooth_kernels(g, (5, 3, 2, 2))
+    basis = (np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]]) * 256 + np.eye(4, dtype=int) * 3)
+    records = [
+        encode_tensor("rdoq-dct3x3", conv, [RdoqQuantizer(0.002, 0.1, dct=b"\x03\x03"), Context()], combine=Combine.REPLACE),
+        encode_tensor("dq-dct5-f16", conv1d, [DependentQuantizer(0.001, 0.2, dct=b"\x05"), Context(dq=1)], combine=Combine.REPLACE),
+        encode_tensor("dq-dct1x3", wide, [DependentQuantizer(0.0015, 0.2, dct=b"\x01\x03"), Context(dq=1)], combine=Combine.REPLACE),
+        encode_tensor("rdoq-basis-f64", small, [RdoqQuantizer(0.003, 0.1, basis=basis.astype("<i2").tobytes(), shift=9), Context()],
+                      combine=Combine.REPLACE),
+    ]
+    return build(records, kind=UpdateKind.FULL)
+
+
 # ----------------------------------------------------------------------------- negatives
 
 
@@ -130,6 +153,20 @@ def _neg_ngt() -> bytes:
                                               for t, b in chunks])
 
 
+def _neg_transform_rowlen() -> bytes:
+    q = np.zeros((4, 10), np.int32)
+    return _record("w", "float32", (4, 10), [RdoqQuantizer(0.5, dct=b"\x03\x03"), Context()], _ctx_payload(q, Context()))
+
+
+def _neg_transform_params(params: dict[str, object]) -> bytes:
+    from nnupdate.format import StageRecord
+
+    q = np.zeros((2, 9), np.int32)
+    rec = TensorRecord("w", "float32", (2, 1, 3, 3), Combine.REPLACE, nnupdate.Role.UNKNOWN,
+                       [StageRecord(0x001A, {"step": 0.5, **params}), Context().record()], _ctx_payload(q, Context()))
+    return build([rec], kind=UpdateKind.FULL)
+
+
 _ctx_default = lambda: _lossless(Context())  # noqa: E731
 _ctx_options = lambda: _lossless(Context(ngt=1, check=32, dq=1))  # noqa: E731
 
@@ -168,6 +205,10 @@ CASES = [
          expected=lambda: _ctx_options()[1]),
     Case("context-quantizers-pinned", "rdoq (0x001A) + ctx on float32 and float16; dq (0x001B) + ctx(dq=1), 2-D and 1-D",
          _pinned_quantizers),
+    Case("context-quantizers-transform", "kernel transform (CONTEXT.md §6): rdoq + dct 3x3 (float32), dq + dct 5 "
+         "(float16 Conv1d), dq + dct 1x3, rdoq + an explicit 2x2 basis with shift 9 (float64)", _transform_quantizers),
+    Case("context-codec-ctx-klt", "codec ctx with transform=klt: row groups with explicit KLT bases",
+         lambda: nnupdate.diff(*_row_group_models()).encode("ctx:step=0.004,transform=klt"), base=lambda: _row_group_models()[0]),
     Case("context-codec-ctx", "codec ctx: global step by max_rel_error=0.1, RDOQ, ctx", lambda: _codec("ctx:max_rel_error=0.1"),
          base=_base),
     Case("context-codec-ctx-dq", "codec ctx with a server-set step and dependent quantization",
@@ -185,5 +226,13 @@ CASES = [
     Case("context-neg-overflow", "ctx level 300 in an int8 tensor", _neg_overflow_type, error="CodecError"),
     Case("context-neg-dq-level", "dq level 2**30 (beyond +-(2**30-1))", _neg_dq_level, error="CodecError"),
     Case("context-neg-ngt", "ctx with ngt=17 (beyond 16)", _neg_ngt, error="FormatError"),
+    Case("context-neg-transform-rowlen", "rdoq with dct 3x3 on rows of 10 elements (not a multiple of 9 taps)",
+         _neg_transform_rowlen, error="CodecError"),
+    Case("context-neg-transform-both", "rdoq with both dct and basis", lambda: _neg_transform_params(
+        {"dct": b"\x03\x03", "basis": b"\x01\x00" * 81, "shift": 8}), error="FormatError"),
+    Case("context-neg-transform-dct-axes", "rdoq with dct of three axes", lambda: _neg_transform_params(
+        {"dct": b"\x01\x03\x03"}), error="FormatError"),
+    Case("context-neg-transform-basis-min", "rdoq with a basis entry -32768", lambda: _neg_transform_params(
+        {"basis": b"\x00\x80" + b"\x01\x00" * 80, "shift": 8}), error="FormatError"),
 ]
 # fmt: on
