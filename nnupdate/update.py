@@ -7,14 +7,15 @@ Nothing here knows which framework produced the tensors.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, parallel
 from .codecs import pipeline as pipelines
 from .codecs.base import ArraySpec, ArrayToArray
 from .codecs.lowrank import best_lowrank
@@ -496,19 +497,23 @@ def encode_records(update: Update, codec: Codec) -> tuple[list[TensorRecord], li
         groups[members[0].name] = members
         steps[members[0].name] = step
     grouped = {m.name for members in groups.values() for m in members}
-    records, reports = [], []
+    jobs: list[Callable[[], tuple[TensorRecord, TensorReport]]] = []
+    weights: list[int] = []
     for change in update.changes.values():
         if change.name in groups:
-            record, report = _encode_group(groups[change.name], codec, steps.get(change.name))
+            members = groups[change.name]
+            jobs.append(functools.partial(_encode_group, members, codec, steps.get(change.name)))
+            weights.append(sum(m.size for m in members))
         elif change.name in grouped:
             continue
         elif change.name in own_steps:  # a small statistic alone: its step is already known
-            record, report = encode_change(change, codec, plan_statistic(change, own_steps[change.name]))
+            jobs.append(functools.partial(encode_change, change, codec, plan_statistic(change, own_steps[change.name])))
+            weights.append(change.size)
         else:
-            record, report = encode_change(change, codec)
-        records.append(record)
-        reports.append(report)
-    return records, reports
+            jobs.append(functools.partial(encode_change, change, codec))
+            weights.append(change.size)
+    done = parallel.ordered_map(lambda job: job(), jobs, weights)
+    return [record for record, _ in done], [report for _, report in done]
 
 
 def encode_with_report(update: Update, codec: Codec | str = "uniform") -> EncodeReport:
@@ -571,7 +576,8 @@ def decode_record(record: TensorRecord) -> list[TensorChange]:
 
 def from_container(container: Container) -> Update:
     h = container.header
-    changes = {c.name: c for r in container.tensors for c in decode_record(r)}
+    decoded = parallel.ordered_map(decode_record, container.tensors, [r.size for r in container.tensors])
+    changes = {c.name: c for changes in decoded for c in changes}
     return Update(changes, h.kind, h.base_fingerprint, h.round, h.producer, dict(h.metadata), list(container.extra_chunks))
 
 

@@ -72,7 +72,7 @@ def num_contexts(ngt: int) -> int:
     return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES) + 3 * NUM_EG_CTX + NUM_SFX_CTX
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def num_contexts_jit(ngt: int) -> int:  # pragma: no cover - compiled
     return CTX_GT + ngt * (NUM_GT_CLASSES + NUM_GT2_CLASSES) + 3 * NUM_EG_CTX + NUM_SFX_CTX
 
@@ -196,7 +196,7 @@ def _agree_update(agree: int, colsign: int, neg: int) -> int:  # pragma: no cove
     return agree
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _colsign_update(colsign: np.ndarray, levels: np.ndarray, base: int, rowlen: int, agree: int) -> None:  # pragma: no cover
     """After a coded row: add the row's signs, flipped by its agreement, to the columns."""
     flip = 1 if agree >= 0 else -1
@@ -286,7 +286,7 @@ def _activity(act: int, m: int) -> int:  # pragma: no cover - compiled
     return act + ((v * 256 - act) >> 4)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _init_state(nctx: int, fast: int, slow: int) -> np.ndarray:  # pragma: no cover - compiled
     """``nctx`` models at P(0) = 1/2 with bin count 0, plus a last row holding the adaptation shifts."""
     state = np.empty((nctx + 1, 3), dtype=np.int64)
@@ -300,7 +300,7 @@ def _init_state(nctx: int, fast: int, slow: int) -> np.ndarray:  # pragma: no co
 # ----------------------------------------------------------------------------- encoder
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grow(buf: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     out = np.empty(buf.shape[0] * 2, dtype=np.uint8)
     out[: buf.shape[0]] = buf
@@ -358,7 +358,7 @@ def _enc_mix(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, ctx2:
     return buf
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int, profile: int) -> np.ndarray:  # pragma: no cover - compiled
     """Range-code ``levels`` (int64, C order, ``rows * rowlen``, |q| <= 2**31-1)."""
     nctx = num_contexts_jit(ngt)
@@ -497,7 +497,7 @@ def _dec_mix(dc: np.ndarray, data: np.ndarray, state: np.ndarray, ctx: int, ctx2
     return bit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
     """Levels and a status: 0 ok, 2 code >= range, 3 magnitude overflow, 4 trailing bytes, 5 check bits differ.
 
@@ -702,7 +702,7 @@ def _next_best(state: np.ndarray, table: np.ndarray, x: float, m: int, neg: int,
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table: np.ndarray, look: int = 1) -> np.ndarray:  # pragma: no cover
     """Levels minimising (x - q)^2 + lam * bits, greedily in scan order under the live model.
 

@@ -26,7 +26,7 @@ MAX_RATE_LEVEL = 24
 NUM_SCALE_CLASSES = 12
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scale_classes(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pragma: no cover - compiled
     """Per position, ``4 * row activity class + column activity class`` of the ctx coder
     (spec/CONTEXT.md 2.3) if ``levels`` were coded: what the entropy coder will see there."""
@@ -54,7 +54,7 @@ def scale_classes(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # 
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reconstruct(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pragma: no cover - compiled
     """Reconstruction indices (multiples of ``d``) of ``levels`` in scan order."""
     out = np.empty(rows * rowlen, dtype=np.int64)
@@ -75,7 +75,7 @@ def reconstruct(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pr
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def quantizer_ids(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pragma: no cover - compiled
     """0 where Q0 applies, 1 where Q1 applies, for each position of ``levels``."""
     out = np.empty(rows * rowlen, dtype=np.int64)
@@ -105,7 +105,7 @@ def _cls(prev: int) -> int:  # pragma: no cover - compiled
     return prev if prev < NUM_RATE_CLASSES - 1 else NUM_RATE_CLASSES - 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray) -> np.ndarray:  # pragma: no cover
     """Levels minimising sum (x/d - rec)^2 + lam * rate along each row (Viterbi, 4 states).
 
