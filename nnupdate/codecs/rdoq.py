@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, parallel
 from ..errors import CodecError, InputError
 from ..format import Combine, ParamValue, Role
 from . import transform
@@ -122,16 +122,18 @@ def rdoq_relative_error(deltas: list[np.ndarray], step: float, lam: float, ngt: 
     """Relative L2 error of RDOQ (or dq) at ``step`` over all deltas, before rounding to the tensor type."""
     from .dq import dq_levels, dq_reconstruct
 
-    err = norm = 0.0
-    for d in deltas:
+    def squares(d: np.ndarray) -> tuple[float, float]:
         x = np.asarray(d, dtype=np.float64).reshape(-1)
         if quant == "dq":
             index = dq_reconstruct(dq_levels(x, d.shape, step, lam), d.shape)
         else:
             index = rdoq_levels(x, d.shape, step, lam, ngt)
         r = index * step - x
-        err += float(r @ r)
-        norm += float(x @ x)
+        return float(np.einsum("i,i->", r, r)), float(np.einsum("i,i->", x, x))
+
+    parts = parallel.ordered_map(squares, deltas, [d.size for d in deltas])
+    err = sum(e for e, _ in parts)
+    norm = sum(n for _, n in parts)
     return float(np.sqrt(err / norm)) if norm > 0 else 0.0
 
 
@@ -200,23 +202,28 @@ class CtxCodec(Codec):
         return COARSE_LAM if coarse else DEFAULT_LAM
 
     def prepare(self, update: Update) -> CtxCodec:
+        return self._prepare(update, {})
+
+    def _prepare(self, update: Update, measured: dict[CtxCodec, EncodeReport]) -> CtxCodec:
+        """:meth:`prepare`, with ``measured`` holding every trial encode of this call (the
+        rate search's last trial is the comparison's candidate: it is not encoded twice)."""
         if self.lam < 0:
-            return dataclasses.replace(self, lam=self.resolved_lam()).prepare(update)
+            return dataclasses.replace(self, lam=self.resolved_lam())._prepare(update, measured)
         if self.quant == "auto":
             if self.step > 0:
                 return dataclasses.replace(self, quant="rdoq")
-            tuned = [dataclasses.replace(self, quant=q).prepare(update) for q in ("rdoq", "dq")]
+            tuned = [dataclasses.replace(self, quant=q)._prepare(update, measured) for q in ("rdoq", "dq")]
             if self.target_bits > 0:  # equal rate: the smaller error wins
-                return min(tuned, key=lambda c: _measure(update, c).relative_error)
-            return min(tuned, key=lambda c: len(_measure(update, c).data))
+                return min(tuned, key=lambda c: _measure(update, c, measured).relative_error)
+            return min(tuned, key=lambda c: len(_measure(update, c, measured).data))
         if self.step > 0:
             return self
         deltas = self.error_inputs(update)
         if not deltas:
             return self.with_step(1.0)
         if self.target_bits > 0:
-            return self.with_step(_step_for_bits(update, self, self.target_bits))
-        return self.with_step(_step_for_error(update, self, deltas, self.max_rel_error))
+            return self.with_step(_step_for_bits(update, self, self.target_bits, measured))
+        return self.with_step(_step_for_error(update, self, deltas, self.max_rel_error, measured))
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
@@ -268,13 +275,18 @@ class CtxCodec(Codec):
 # quantizers to the target and keeps the better one, so it costs about twice the encode.
 
 
-def _measure(update: Update, codec: CtxCodec) -> EncodeReport:
+def _measure(update: Update, codec: CtxCodec, measured: dict[CtxCodec, EncodeReport]) -> EncodeReport:
+    """The encode of ``update`` by ``codec`` (prepared), from ``measured`` if already done."""
     from ..update import encode_with_report
 
-    return encode_with_report(update, codec)
+    if codec not in measured:
+        measured[codec] = encode_with_report(update, codec)
+    return measured[codec]
 
 
-def _step_for_error(update: Update, codec: CtxCodec, deltas: list[np.ndarray], target: float) -> float:
+def _step_for_error(
+    update: Update, codec: CtxCodec, deltas: list[np.ndarray], target: float, measured: dict[CtxCodec, EncodeReport]
+) -> float:
     """Largest step with RDOQ error <= target: bisection on the RDOQ kernel, then a measured check."""
     from ..rate import step_for_max_rel_error
 
@@ -283,15 +295,25 @@ def _step_for_error(update: Update, codec: CtxCodec, deltas: list[np.ndarray], t
         return 1.0
     lam = codec.resolved_lam() if codec.quant == "rdoq" else codec.dq_lam
 
-    def error(step: float) -> float:
-        return rdoq_relative_error(deltas, step, lam, codec.ngt, codec.quant)
+    seen: dict[float, float] = {}
 
-    start = step_for_max_rel_error(deltas, target)  # nearest rounding on a subsample: a starting point
-    lo = hi = start
-    while error(lo) > target and lo > peak * 1e-9:
-        lo /= 2
-    while error(hi) <= target and hi < peak * 4:
-        hi *= 1.25
+    def error(step: float) -> float:
+        if step not in seen:
+            seen[step] = rdoq_relative_error(deltas, step, lam, codec.ngt, codec.quant)
+        return seen[step]
+
+    # error grows about in proportion to the step: from a first guess (nearest rounding on
+    # a subsample), aim the other end of the bracket just past the target
+    start = step_for_max_rel_error(deltas, target)
+    first = error(start)
+    if first > target:
+        hi, lo = start, start * target / first * 0.97
+        while error(lo) > target and lo > peak * 1e-9:
+            hi, lo = lo, lo / 1.5
+    else:
+        lo, hi = start, start * (target / first * 1.03 if first > 0 else 2.0)
+        while error(hi) <= target and hi < peak * 4:
+            lo, hi = hi, hi * 1.25
     e_lo, e_hi = error(lo), error(hi)
     if e_hi <= target:
         lo = hi
@@ -313,19 +335,21 @@ def _step_for_error(update: Update, codec: CtxCodec, deltas: list[np.ndarray], t
                 hi, e_hi = mid, e_mid
     step = lo
     for _ in range(100):  # the decoder rounds to the tensor's type: check the real thing
-        if _measure(update, codec.with_step(step)).relative_error <= target:
+        if _measure(update, codec.with_step(step), measured).relative_error <= target:
             return step
         step *= 0.995
     raise InputError(f"ctx: no step reaches relative error {target}")
 
 
-def _step_for_bits(update: Update, codec: CtxCodec, bits: float, tolerance: float = 0.005) -> float:
+def _step_for_bits(
+    update: Update, codec: CtxCodec, bits: float, measured: dict[CtxCodec, EncodeReport], tolerance: float = 0.005
+) -> float:
     """Step whose container costs ``bits`` per coded parameter (measured), bisection on log(step)."""
     seen: dict[float, float] = {}
 
     def rate(step: float) -> float:
         if step not in seen:
-            seen[step] = _measure(update, codec.with_step(step)).bits_per_parameter
+            seen[step] = _measure(update, codec.with_step(step), measured).bits_per_parameter
         return seen[step]
 
     from ..rate import step_for_max_rel_error
