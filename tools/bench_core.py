@@ -21,13 +21,15 @@ the QP whose step matches ours (plain quantization) and the QP three below it (d
 quantization, which doubles the effective step), each with its own relative error and
 bits/param beside its speed, so speeds are compared at equal damage. NNCodec times
 itself (wall clock, one thread, median of ``--runs``); the ratio column is ours over
-NNCodec's at the same row.
+NNCodec's at the same row. Ours runs on one thread too (``--threads`` to change it;
+nnupdate otherwise codes records on every CPU, see nnupdate/parallel.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -109,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codec", action="append", help="codec spec (repeatable); default: the core set")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--no-nncodec", action="store_true", help="skip the NNCodec peer")
+    parser.add_argument("--threads", type=int, default=1, help="nnupdate's record threads (NNCodec uses one)")
     args = parser.parse_args(argv)
+    os.environ["NNUPDATE_THREADS"] = str(args.threads)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     import workloads
