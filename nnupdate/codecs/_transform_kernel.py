@@ -1,9 +1,10 @@
 """Inverse kernel transform (numba): exact integer sums, then one binary64 multiply per tap.
 
 Input ``index`` is laid out ``(rows, K, C)`` (coefficient-major), output ``(rows, C, K)``
-(the tensor's own order). ``z`` is summed in int64 and is below 2^52 (checked by the
-caller's bounds), so converting it to binary64 is exact and the result does not depend on
-the order of the sum.
+(the tensor's own order). ``z`` is summed in int64 and is below 2^53 (the caller's
+bounds), so converting it to binary64 is exact and the result does not depend on the
+order of the sum. ``out`` is float32 (each product rounded once more, to binary32, as
+the spec's ``RN_T(RN64(...))``) or float64.
 """
 
 from __future__ import annotations
@@ -13,38 +14,19 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _sums(index: np.ndarray, rows: int, taps: int, channels: int, basis: np.ndarray, r: int, c: int, z: np.ndarray) -> None:  # pragma: no cover - compiled
-    base = r * taps * channels + c
-    for j in range(taps):
-        z[j] = 0
-    for k in range(taps):
-        q = index[base + k * channels]
-        if q != 0:
-            for j in range(taps):
-                z[j] += basis[k, j] * q
-
-
-@njit(cache=True, nogil=True)
-def inverse_float32(index: np.ndarray, rows: int, taps: int, channels: int, basis: np.ndarray, scale: float) -> np.ndarray:  # pragma: no cover - compiled
-    out = np.empty(rows * channels * taps, dtype=np.float32)
+def inverse_into(index: np.ndarray, taps: int, channels: int, basis: np.ndarray, scale: float, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    rows = out.shape[0] // (taps * channels)
     z = np.zeros(taps, dtype=np.int64)
     for r in range(rows):
         for c in range(channels):
-            _sums(index, rows, taps, channels, basis, r, c, z)
-            o = (r * channels + c) * taps
+            base = r * taps * channels + c
             for j in range(taps):
-                out[o + j] = np.float32(np.float64(z[j]) * scale)
-    return out
-
-
-@njit(cache=True, nogil=True)
-def inverse_float64(index: np.ndarray, rows: int, taps: int, channels: int, basis: np.ndarray, scale: float) -> np.ndarray:  # pragma: no cover - compiled
-    out = np.empty(rows * channels * taps, dtype=np.float64)
-    z = np.zeros(taps, dtype=np.int64)
-    for r in range(rows):
-        for c in range(channels):
-            _sums(index, rows, taps, channels, basis, r, c, z)
+                z[j] = 0
+            for k in range(taps):
+                q = index[base + k * channels]
+                if q != 0:
+                    for j in range(taps):
+                        z[j] += basis[k, j] * q
             o = (r * channels + c) * taps
             for j in range(taps):
                 out[o + j] = np.float64(z[j]) * scale
-    return out

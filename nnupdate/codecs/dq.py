@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CodecError
-from ..format import ParamValue
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import layout
@@ -93,7 +92,7 @@ def dq_reconstruct(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 @register
 @dataclass(frozen=True)
-class DependentQuantizer(ArrayToArray):
+class DependentQuantizer(transform.TransformedQuantizer, ArrayToArray):
     """Levels from a 4-state trellis; decoded value ``index * step`` (see module doc)."""
 
     codec_id = 0x001B
@@ -108,14 +107,7 @@ class DependentQuantizer(ArrayToArray):
 
     def __post_init__(self) -> None:
         check_step(self.step, self.lam)
-        transform.check_params(self.basis, self.dct, self.shift)
-
-    def params(self) -> dict[str, ParamValue]:
-        return transform.stored_params(self.step, self.basis, self.dct, self.shift)
-
-    @property
-    def kernel_transform(self) -> transform.KernelTransform | None:
-        return transform.kernel_transform(self.basis, self.dct, self.shift)
+        self.check_transform()
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
         return ArraySpec(transform.level_shape(spec.shape, self.kernel_transform), "int32")

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import dtypes, parallel
 from ..errors import CodecError, InputError
-from ..format import Combine, ParamValue, Role
+from ..format import Combine, Role
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import Context, layout
@@ -62,7 +62,7 @@ def rdoq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: fl
 
 @register
 @dataclass(frozen=True)
-class RdoqQuantizer(ArrayToArray):
+class RdoqQuantizer(transform.TransformedQuantizer, ArrayToArray):
     """``rdoq`` (0x001A): levels chosen by RDOQ; decoded value ``q * step``.
 
     The decoder is the uniform one (``q * step`` in binary64, rounded once to the tensor
@@ -84,14 +84,7 @@ class RdoqQuantizer(ArrayToArray):
 
     def __post_init__(self) -> None:
         check_step(self.step, self.lam)
-        transform.check_params(self.basis, self.dct, self.shift)
-
-    def params(self) -> dict[str, ParamValue]:
-        return transform.stored_params(self.step, self.basis, self.dct, self.shift)
-
-    @property
-    def kernel_transform(self) -> transform.KernelTransform | None:
-        return transform.kernel_transform(self.basis, self.dct, self.shift)
+        self.check_transform()
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
         return ArraySpec(transform.level_shape(spec.shape, self.kernel_transform), "int32")

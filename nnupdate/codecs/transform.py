@@ -177,6 +177,26 @@ def stored_params(step: float, basis: bytes, dct: bytes, shift: int) -> dict[str
     return params
 
 
+class TransformedQuantizer:
+    """Mixin of the step quantizers that take a kernel transform (``rdoq``, ``dq``): their
+    ``dct``/``basis``/``shift`` fields are validated, stored only when set, and resolved."""
+
+    step: float
+    dct: bytes
+    basis: bytes
+    shift: int
+
+    def check_transform(self) -> None:
+        check_params(self.basis, self.dct, self.shift)
+
+    def params(self) -> dict[str, ParamValue]:
+        return stored_params(self.step, self.basis, self.dct, self.shift)
+
+    @property
+    def kernel_transform(self) -> KernelTransform | None:
+        return kernel_transform(self.basis, self.dct, self.shift)
+
+
 def coefficient_shape(shape: tuple[int, ...], taps: int) -> tuple[int, int, int]:
     """``(rows, K, L / K)``: the level layout of a tensor of ``shape`` under a K-tap transform."""
     rows, rowlen = layout(shape)
@@ -225,7 +245,7 @@ def forward(values: np.ndarray, shape: tuple[int, ...], transform: KernelTransfo
 def inverse(index: np.ndarray, shape: tuple[int, ...], transform: KernelTransform, step: float, dtype: str, stage: str) -> np.ndarray:
     """Taps ``RN_T(RN64(z * (step * 2^-shift)))``, ``z`` the exact integer sum over the
     coefficients (``index`` in the coefficient shape); the result has ``shape``."""
-    from ._transform_kernel import inverse_float32, inverse_float64
+    from ._transform_kernel import inverse_into
 
     if not dtypes.is_float(dtype):
         raise CodecError(f"{stage}: cannot reconstruct {dtype}")
@@ -234,6 +254,8 @@ def inverse(index: np.ndarray, shape: tuple[int, ...], transform: KernelTransfor
     if flat.size and int(np.abs(flat).max()) > INDEX_LIMIT:
         raise CodecError(f"{stage}: level out of range for the kernel transform")
     scale = step * math.ldexp(1.0, -transform.shift)
+    out = np.empty(rows * taps * channels, dtype=np.float32 if dtype == "float32" else np.float64)
+    inverse_into(flat, taps, channels, transform.matrix, scale, out)
     if dtype == "float32":
-        return inverse_float32(flat, rows, taps, channels, transform.matrix, scale).reshape(shape)  # type: ignore[no-any-return]
-    return dtypes.from_float64(inverse_float64(flat, rows, taps, channels, transform.matrix, scale).reshape(shape), dtype)
+        return out.reshape(shape)
+    return dtypes.from_float64(out.reshape(shape), dtype)
