@@ -43,6 +43,16 @@ def _sample() -> bytes:
 
 
 SAMPLE = _sample()
+def _sample_ctx(transform: str) -> bytes:
+    """A ctx container whose convolution goes through the kernel transform (dct or an explicit basis)."""
+    g = np.random.default_rng(1)
+    base = {"conv.weight": g.standard_normal((32, 16, 3, 3)).astype(np.float32), "conv1d.weight": g.standard_normal((64, 16, 5)).astype(np.float32)}
+    new = {k: (v + 0.01 * g.standard_normal(v.shape[:2] + (1,) * (v.ndim - 2)) + 0.003 * g.standard_normal(v.shape)).astype(np.float32)
+           for k, v in base.items()}
+    return nnupdate.diff(base, new).encode(f"ctx:step=0.002,transform={transform}")
+
+
+SAMPLE_CTX = [_sample_ctx("dct"), _sample_ctx("klt")]
 SAMPLE_RAW = nnupdate.full({"w": np.linspace(0, 1, 40, dtype=np.float32), "i": np.arange(30, dtype=np.int8)}).encode(
     "zstd"
 )
@@ -105,7 +115,7 @@ def _rebuild(preamble: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutations_behind_valid_checksums_raise_only_nnupdate_errors(data: st.DataObject) -> None:
-    source = data.draw(st.sampled_from([SAMPLE, SAMPLE_RAW]))
+    source = data.draw(st.sampled_from([SAMPLE, SAMPLE_RAW, *SAMPLE_CTX]))
     chunks = _chunks(source)
     which = data.draw(st.integers(0, len(chunks) - 2))  # any chunk but IEND
     ctype, body = chunks[which]
