@@ -139,7 +139,8 @@ def _jsonable(value: Any) -> Any:
         items = value.tolist()
         return items if len(items) <= 16 else f"<{len(items)} values>"
     if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
+        # short byte parameters are values (a kernel shape, a mode), long ones data (a basis)
+        return value.hex() if len(value) <= 16 else f"<{len(value)} bytes>"
     return value
 
 

@@ -165,7 +165,7 @@ def test_ctx_codec_transforms_kernels_and_groups_by_kernel_shape() -> None:
     # the two 3x3 convolutions stack into one group; the 1x1 of equal row length does not join it
     assert any(n.startswith("group of 2 (c3.weight") for n in names), names
     assert "c1.weight" in names and "c5.weight" in names
-    assert "dct=<2>" in pipelines and "dct=<1>" in pipelines
+    assert "dct=3x3" in pipelines and "dct=5)" in pipelines
     assert report.relative_error <= 0.05
     out = decode(report.data)
     for k in new:
@@ -175,7 +175,7 @@ def test_ctx_codec_transforms_kernels_and_groups_by_kernel_shape() -> None:
     assert "dct" not in " ".join(t.pipeline for t in plain.tensors)
     assert len(report.data) < len(plain.data)  # smooth kernels: the transform pays
     klt = encode_with_report(update, "ctx:max_rel_error=0.05,transform=klt")
-    assert "basis=<" in " ".join(t.pipeline for t in klt.tensors) and klt.relative_error <= 0.05
+    assert "basis=9x9" in " ".join(t.pipeline for t in klt.tensors) and klt.relative_error <= 0.05
 
 
 def test_transformed_encoding_is_deterministic_and_decodes_identically() -> None:

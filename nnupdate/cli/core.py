@@ -212,7 +212,7 @@ def info(update_file: Annotated[Path, typer.Argument(metavar="UPDATE")], json_: 
     out.print("touched: " + ", ".join(f"{len(v)} {k}" for k, v in touched.items()))
     table = Table("tensor", "dtype", "shape", "change", "pipeline", "bytes", "bits/param")
     for t in summary.tensors:
-        pipeline = " | ".join(str(s["codec"]) for s in t.pipeline) or "-"
+        pipeline = " | ".join(_stage_label(s) for s in t.pipeline) or "-"
         table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", t.combine.lower(), pipeline, str(t.payload_bytes), f"{t.bits_per_parameter:.3f}")
     out.print(table)
 
@@ -288,3 +288,14 @@ def demo(
         f"test accuracy: base {result['accuracy_base']:.4f}, exact new {result['accuracy_exact']:.4f}, "
         f"reconstructed {result['accuracy_reconstructed']:.4f}; logits max |diff| {result['max_logit_diff']:.3g}"
     )
+
+
+def _stage_label(stage: dict[str, object]) -> str:
+    """A stage's name, with the kernel transform it applies (``rdoq+dct3x3``, ``dq+basis``)."""
+    name = str(stage["codec"])
+    dct = stage.get("dct")
+    if isinstance(dct, str) and dct:
+        return f"{name}+dct" + "x".join(str(b) for b in bytes.fromhex(dct))
+    if "basis" in stage:
+        return f"{name}+basis"
+    return name

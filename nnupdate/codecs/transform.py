@@ -196,6 +196,17 @@ class TransformedQuantizer:
     def kernel_transform(self) -> KernelTransform | None:
         return kernel_transform(self.basis, self.dct, self.shift)
 
+    def describe(self) -> str:
+        """``rdoq(step=0.001, dct=3x3)``, ``dq(step=0.001, basis=9x9, shift=8)``."""
+        name = getattr(self, "name", type(self).__name__)
+        shown = [f"step={self.step:.6g}"]
+        if self.dct:
+            shown.append("dct=" + "x".join(str(n) for n in self.dct))
+        elif self.basis:
+            taps = math.isqrt(len(self.basis) // 2)
+            shown.append(f"basis={taps}x{taps}, shift={self.shift}")
+        return f"{name}({', '.join(shown)})"
+
 
 def coefficient_shape(shape: tuple[int, ...], taps: int) -> tuple[int, int, int]:
     """``(rows, K, L / K)``: the level layout of a tensor of ``shape`` under a K-tap transform."""
