@@ -91,6 +91,15 @@ def test_single_nonzero_and_huge_magnitudes() -> None:
     _roundtrip(np.array([BIG, -BIG, 0, 1, -1, BIG], np.int64))
 
 
+def test_output_far_beyond_the_first_buffer_guess_round_trips() -> None:
+    # ~40 bits per level against a first buffer of 2 bits per level: the encoder grows its
+    # buffer several times, between levels, with carries pending across the growth
+    rng = np.random.Generator(np.random.PCG64(9))
+    q = (rng.integers(-(2**30), 2**30, size=(64, 500)) | 1).astype(np.int64)
+    data = _roundtrip(q)
+    assert len(data) > 4 * q.size
+
+
 def test_zero_rows_are_nearly_free() -> None:
     rng = np.random.Generator(np.random.PCG64(3))
     q = np.rint(rng.laplace(size=(64, 512)) * 2).astype(np.int64)

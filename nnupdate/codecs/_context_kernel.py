@@ -307,16 +307,26 @@ def _grow(buf: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     return out
 
 
+#: bytes a level can add to the output at most, beyond the coder's pending bytes (< 100
+#: bins of at most 2 bytes each); the buffer is grown before a level when it has less room
+LEVEL_ROOM = 256
+
+
 @njit(cache=True, inline="always")
-def _shift_low(rc: np.ndarray, buf: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    # rc = [low, range, cache, cache_size, pos]
+def _short(rc: np.ndarray, buf: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """Whether the next level might not fit in ``buf`` (checked once per level, not per bin:
+    the bin functions then write without checks and pass no array back)."""
+    return rc[4] + rc[3] + LEVEL_ROOM > buf.shape[0]
+
+
+@njit(cache=True, inline="always")
+def _shift_low(rc: np.ndarray, buf: np.ndarray) -> None:  # pragma: no cover - compiled
+    # rc = [low, range, cache, cache_size, pos]; room for the bytes was made by _room
     low = rc[0]
     if low < 0xFF000000 or low >= (1 << 32):
         carry = low >> 32
         temp = rc[2]
         while True:
-            if rc[4] >= buf.shape[0]:
-                buf = _grow(buf)
             buf[rc[4]] = (temp + carry) & 0xFF
             rc[4] += 1
             temp = 0xFF
@@ -326,11 +336,10 @@ def _shift_low(rc: np.ndarray, buf: np.ndarray) -> np.ndarray:  # pragma: no cov
         rc[2] = (low >> 24) & 0xFF
     rc[3] += 1
     rc[0] = (low & 0x00FFFFFF) << 8
-    return buf
 
 
 @njit(cache=True, inline="always")
-def _enc_bit(rc: np.ndarray, buf: np.ndarray, p0: int, bit: int) -> np.ndarray:  # pragma: no cover - compiled
+def _enc_bit(rc: np.ndarray, buf: np.ndarray, p0: int, bit: int) -> None:  # pragma: no cover - compiled
     bound = (rc[1] >> PROB_BITS) * p0
     if bit == 0:
         rc[1] = bound
@@ -339,23 +348,20 @@ def _enc_bit(rc: np.ndarray, buf: np.ndarray, p0: int, bit: int) -> np.ndarray: 
         rc[1] -= bound
     while rc[1] < TOP:
         rc[1] <<= 8
-        buf = _shift_low(rc, buf)
-    return buf
+        _shift_low(rc, buf)
 
 
 @njit(cache=True, inline="always")
-def _enc_ctx(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, bit: int, fs: int, ss: int) -> np.ndarray:  # pragma: no cover
-    buf = _enc_bit(rc, buf, _prob(state, ctx), bit)
+def _enc_ctx(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, bit: int, fs: int, ss: int) -> None:  # pragma: no cover
+    _enc_bit(rc, buf, _prob(state, ctx), bit)
     _adapt(state, ctx, bit, fs, ss)
-    return buf
 
 
 @njit(cache=True, inline="always")
-def _enc_mix(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, ctx2: int, bit: int, fs: int, ss: int) -> np.ndarray:  # pragma: no cover
-    buf = _enc_bit(rc, buf, _prob_mix(state, ctx, ctx2), bit)
+def _enc_mix(rc: np.ndarray, buf: np.ndarray, state: np.ndarray, ctx: int, ctx2: int, bit: int, fs: int, ss: int) -> None:  # pragma: no cover
+    _enc_bit(rc, buf, _prob_mix(state, ctx, ctx2), bit)
     _adapt(state, ctx, bit, fs, ss)
     _adapt(state, ctx2, bit, fs, ss)
-    return buf
 
 
 @njit(cache=True, nogil=True)
@@ -367,8 +373,8 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
     rc = np.zeros(5, dtype=np.int64)
     rc[1] = 0xFFFFFFFF
     rc[3] = 1
-    buf = np.empty(max(64, (rows * rowlen) // 4), dtype=np.uint8)
-    buf = _enc_bit(rc, buf, HALF, profile)
+    buf = np.empty(max(4 * LEVEL_ROOM, (rows * rowlen) // 4), dtype=np.uint8)
+    _enc_bit(rc, buf, HALF, profile)
     state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
     fs = PROFILE_FAST[profile]
     ss = PROFILE_SLOW[profile]
@@ -385,7 +391,9 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
                 nonzero = 1
                 break
         skip = 1 - nonzero
-        buf = _enc_ctx(rc, buf, state, CTX_SKIP + prev_skipped, nonzero, fs, ss)
+        while _short(rc, buf):
+            buf = _grow(buf)
+        _enc_ctx(rc, buf, state, CTX_SKIP + prev_skipped, nonzero, fs, ss)
         prev_skipped = skip
         if skip == 1:
             for i in range(rowlen):
@@ -397,22 +405,24 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
         dqs = 0
         agree = 0
         for i in range(rowlen):
+            while _short(rc, buf):
+                buf = _grow(buf)
             q = levels[base + i]
             c = prev[i]
             cc = _col_class(colact[i])
             m = q if q >= 0 else -q
             qz = 1 if dqs >= 2 else 0
-            buf = _enc_mix(rc, buf, state, _sig_ctx(a, b, cc, act) + 60 * qz, _sig2_ctx(qz, act, colact[i], a), 1 if m != 0 else 0, fs, ss)
+            _enc_mix(rc, buf, state, _sig_ctx(a, b, cc, act) + 60 * qz, _sig2_ctx(qz, act, colact[i], a), 1 if m != 0 else 0, fs, ss)
             if m != 0:
                 neg = 1 if q < 0 else 0
-                buf = _enc_ctx(rc, buf, state, _sign_ctx(sa, colsign[i], agree), neg, fs, ss)
+                _enc_ctx(rc, buf, state, _sign_ctx(sa, colsign[i], agree), neg, fs, ss)
                 agree = _agree_update(agree, colsign[i], neg)
                 g = CTX_GT + _gt_class(a, b, c)
                 kk = _act_class8(act)
                 k = 1
                 while k <= ngt:
                     flag = 1 if m > k else 0
-                    buf = _enc_mix(rc, buf, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i]), flag, fs, ss)
+                    _enc_mix(rc, buf, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i]), flag, fs, ss)
                     if flag == 0:
                         break
                     k += 1
@@ -422,12 +432,12 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
                     while (v >> (n + 1)) != 0:
                         n += 1
                     for j in range(n):
-                        buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, j), 1, fs, ss)
-                    buf = _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, n), 0, fs, ss)
+                        _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, j), 1, fs, ss)
+                    _enc_ctx(rc, buf, state, _eg_ctx(eg_base, a, b, c, n), 0, fs, ss)
                     if n > 0:
-                        buf = _enc_ctx(rc, buf, state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1, fs, ss)
+                        _enc_ctx(rc, buf, state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1, fs, ss)
                     for j in range(n - 2, -1, -1):
-                        buf = _enc_bit(rc, buf, HALF, (v >> j) & 1)
+                        _enc_bit(rc, buf, HALF, (v >> j) & 1)
             sa = 0 if q == 0 else (1 if q > 0 else 2)
             b = a
             a = m
@@ -437,8 +447,10 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
             if dq:
                 dqs = _dq_next(dqs, m & 1)
         _colsign_update(colsign, levels, base, rowlen, agree)
+    while _short(rc, buf):
+        buf = _grow(buf)
     for j in range(check - 1, -1, -1):
-        buf = _enc_bit(rc, buf, HALF, (CHECK_PATTERN >> j) & 1)
+        _enc_bit(rc, buf, HALF, (CHECK_PATTERN >> j) & 1)
     # Flush: pick the value in [low, low + range) with the most trailing zero bits, emit it,
     # then drop the first byte (always 0) and every trailing zero byte (the decoder reads
     # zeros past the end), so a stream costs only the bytes its interval needs.
@@ -450,8 +462,10 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
             rc[0] = v
             break
         k -= 1
+    while _short(rc, buf):
+        buf = _grow(buf)
     for _ in range(5):
-        buf = _shift_low(rc, buf)
+        _shift_low(rc, buf)
     end = rc[4]
     while end > 1 and buf[end - 1] == 0:
         end -= 1
