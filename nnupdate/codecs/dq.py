@@ -113,8 +113,8 @@ class DependentQuantizer(transform.TransformedQuantizer, ArrayToArray):
         return ArraySpec(transform.level_shape(spec.shape, self.kernel_transform), "int32")
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, DependentQuantizer]:
-        shape = transform.level_shape(spec.shape, self.kernel_transform)
         kernel = self.kernel_transform
+        shape = transform.level_shape(spec.shape, kernel)
         if kernel is not None:
             values = transform.forward(values, spec.shape, kernel)
         levels = dq_levels(values, shape, self.step, self.lam)

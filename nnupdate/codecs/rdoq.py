@@ -90,8 +90,8 @@ class RdoqQuantizer(transform.TransformedQuantizer, ArrayToArray):
         return ArraySpec(transform.level_shape(spec.shape, self.kernel_transform), "int32")
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, RdoqQuantizer]:
-        shape = transform.level_shape(spec.shape, self.kernel_transform)
         kernel = self.kernel_transform
+        shape = transform.level_shape(spec.shape, kernel)
         if kernel is not None:
             values = transform.forward(values, spec.shape, kernel)
         levels = rdoq_levels(values, shape, self.step, self.lam, self.ngt)
@@ -165,9 +165,10 @@ class CtxCodec(Codec):
     quant: str = "auto"
     #: the trellis's lambda (``quant=dq``), in the same units as ``lam``
     dq_lam: float = 0.2
-    #: ``dct``: convolution kernels of 2 to 64 taps are quantized as 2-D DCT coefficients
-    #: (spec/CONTEXT.md §5; spatially smooth updates compact into few coefficients);
-    #: ``none``: tap by tap
+    #: kernel transform of convolutions with 1-2 spatial axes of <= 8 taps (spec/CONTEXT.md
+    #: §6; spatially smooth updates compact into few coefficients): ``dct`` (the integer
+    #: DCT, two header bytes), ``klt`` (the kernels' own eigenbasis, sent in the header) or
+    #: ``none`` (tap by tap)
     transform: str = "dct"
 
     def __post_init__(self) -> None:
@@ -241,7 +242,7 @@ class CtxCodec(Codec):
         if self.transform == "none" or not dct:
             return {}
         if self.transform == "klt" and change.data is not None:
-            return {"basis": transform.klt_basis(change.data, change.shape, len(dct) and int(np.prod(kernel))), "shift": transform.DCT_SHIFT}
+            return {"basis": transform.klt_basis(change.data, change.shape, int(np.prod(kernel))), "shift": transform.DCT_SHIFT}
         return {"dct": dct}
 
     def error_inputs(self, update: Update) -> list[np.ndarray]:
@@ -254,8 +255,7 @@ class CtxCodec(Codec):
                 continue
             if change.role == Role.STATISTIC or not dtypes.is_float(change.dtype):
                 continue
-            params = self.kernel_params(change)
-            kernel = transform.kernel_transform(params.get("basis", b""), params.get("dct", b""), params.get("shift", 0))
+            kernel = transform.kernel_transform(**self.kernel_params(change))
             if kernel is None:
                 out.append(change.data)
             else:

@@ -141,7 +141,7 @@ def _from_basis(basis: bytes, shift: int) -> KernelTransform:
     return KernelTransform(matrix, shift)
 
 
-def kernel_transform(basis: bytes, dct: bytes, shift: int) -> KernelTransform | None:
+def kernel_transform(basis: bytes = b"", dct: bytes = b"", shift: int = 0) -> KernelTransform | None:
     """The transform a quantizer's parameters describe, or None (refusing malformed ones)."""
     if not 0 <= shift <= MAX_SHIFT:
         raise CodecError(f"kernel transform: shift must lie in [0, {MAX_SHIFT}]")
