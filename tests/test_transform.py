@@ -193,3 +193,18 @@ def test_level_bound_keeps_the_sum_exact() -> None:
     worst = transform.MAX_TAPS * max(256 * 209, 209 * 209, transform.BASIS_LIMIT) * transform.INDEX_LIMIT
     assert worst < 2**53
     assert math.prod((8, 8)) == transform.MAX_TAPS
+
+
+def test_klt_covers_kernels_the_dct_tables_do_not() -> None:
+    rng = np.random.default_rng(5)
+    base = {"c3d.weight": rng.normal(size=(64, 32, 3, 3, 3)).astype(np.float32)}
+    smooth = rng.normal(size=(64, 32, 1, 1, 1))
+    new = {"c3d.weight": (base["c3d.weight"] + 0.01 * (smooth + 0.3 * rng.normal(size=(64, 32, 3, 3, 3)))).astype(np.float32)}
+    update = diff(base, new)
+    dct = encode_with_report(update, "ctx:step=0.001")  # three axes: no DCT table, tap by tap
+    klt = encode_with_report(update, "ctx:step=0.001,transform=klt")
+    assert "dct" not in dct.tensors[0].pipeline and "basis=27x27" in klt.tensors[0].pipeline
+    assert len(klt.data) < len(dct.data)
+    rec = np.asarray(decode(klt.data).changes["c3d.weight"].data, dtype=np.float64)
+    delta = new["c3d.weight"].astype(np.float64) - base["c3d.weight"]
+    assert np.sqrt(np.sum((rec - delta) ** 2) / np.sum(delta**2)) < 0.1

@@ -165,10 +165,10 @@ class CtxCodec(Codec):
     quant: str = "auto"
     #: the trellis's lambda (``quant=dq``), in the same units as ``lam``
     dq_lam: float = 0.2
-    #: kernel transform of convolutions with 1-2 spatial axes of <= 8 taps (spec/CONTEXT.md
-    #: §6; spatially smooth updates compact into few coefficients): ``dct`` (the integer
-    #: DCT, two header bytes), ``klt`` (the kernels' own eigenbasis, sent in the header) or
-    #: ``none`` (tap by tap)
+    #: kernel transform of convolutions (spec/CONTEXT.md §6; spatially smooth updates
+    #: compact into few coefficients): ``dct`` (the integer DCT of kernels with 1-2 axes of
+    #: <= 8 taps, two header bytes), ``klt`` (the kernels' own eigenbasis, sent in the
+    #: header; any kernel of 2 to 64 taps) or ``none`` (tap by tap)
     transform: str = "dct"
 
     def __post_init__(self) -> None:
@@ -238,12 +238,13 @@ class CtxCodec(Codec):
         from ..update import kernel_shape
 
         kernel = kernel_shape(change)
-        dct = transform.dct_param(kernel)
-        if self.transform == "none" or not dct:
+        taps = int(np.prod(kernel)) if kernel else 1
+        if self.transform == "none" or not 2 <= taps <= transform.MAX_TAPS:
             return {}
-        if self.transform == "klt" and change.data is not None:
-            return {"basis": transform.klt_basis(change.data, change.shape, int(np.prod(kernel))), "shift": transform.DCT_SHIFT}
-        return {"dct": dct}
+        if self.transform == "klt" and change.data is not None:  # any kernel shape, e.g. 3x3x3
+            return {"basis": transform.klt_basis(change.data, change.shape, taps), "shift": transform.DCT_SHIFT}
+        dct = transform.dct_param(kernel)  # 1 or 2 axes of <= 8 taps
+        return {"dct": dct} if dct else {}
 
     def error_inputs(self, update: Update) -> list[np.ndarray]:
         """What the quantizer sees of each float delta rate control fits the step to: the
