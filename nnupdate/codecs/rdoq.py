@@ -147,7 +147,7 @@ class CtxCodec(Codec):
     """
 
     name = "ctx"
-    summary = "global step + RDOQ + context-adaptive binary arithmetic coding (beats order-0 / NNC-style)"
+    summary = "global step + RDOQ/trellis + DCT of conv kernels + context-adaptive binary arithmetic coding (best rate)"
     row_groups = True
     try_lowrank = True
     step: float = 0.0
