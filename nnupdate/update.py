@@ -400,9 +400,19 @@ def _plan_groups(update: Update, codec: Codec) -> dict[str, list[TensorChange]]:
         if change.name not in taken and _groupable(change, codec):
             by_dtype.setdefault(change.dtype, []).append(change)
     for members in by_dtype.values():
+        if codec.adaptive_scan:
+            # quietest first: an adaptive coder then sees the magnitudes of the concatenation
+            # rise steadily instead of jumping between, say, a BatchNorm scale and a bias
+            # (ctx on ResNet-56: the group 3-5% smaller, 0.1-0.5% of the container)
+            members.sort(key=_rms)
         for chunk in _chunks(members, GROUP_MAX_ELEMENTS * GROUP_MAX_MEMBERS):
             groups[chunk[0].name] = chunk
     return groups
+
+
+def _rms(change: TensorChange) -> float:
+    data = np.asarray(change.data, dtype=np.float64).reshape(-1)
+    return float(np.sqrt(np.einsum("i,i->", data, data) / max(data.size, 1)))
 
 
 #: a row group holds at most this many elements (one record's decode stays small)

@@ -104,6 +104,9 @@ class Codec:
     #: one matrix of their rows (for row-scanning coders, whose adaptive models then
     #: learn across layers instead of restarting per tensor)
     row_groups: ClassVar[bool] = False
+    #: whether the entropy coder adapts along the scan, so that small tensors sharing a
+    #: group are best ordered quietest first (an order-0 coder gains nothing from it)
+    adaptive_scan: ClassVar[bool] = False
     #: whether a matrix delta is also tried as two quantized low-rank factors (kept when
     #: smaller at no more error; spec/CODECS.md ``lowrank``)
     try_lowrank: ClassVar[bool] = False

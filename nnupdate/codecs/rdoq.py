@@ -149,6 +149,7 @@ class CtxCodec(Codec):
     name = "ctx"
     summary = "global step + RDOQ/trellis + DCT of conv kernels + context-adaptive binary arithmetic coding (best rate)"
     row_groups = True
+    adaptive_scan = True
     try_lowrank = True
     step: float = 0.0
     max_rel_error: float = 0.05
