@@ -46,8 +46,9 @@ def _rate_table(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray,
     scale = scale_classes(flat, rows, rowlen)
     pc = np.minimum(prev, NUM_RATE_CLASSES - 1).reshape(-1)
     mm = np.minimum(m, MAX_RATE_LEVEL - 1).reshape(-1)
-    fine = np.zeros((2, NUM_SCALE_CLASSES, NUM_RATE_CLASSES, MAX_RATE_LEVEL), dtype=np.float64)
-    np.add.at(fine, (qz, scale, pc, mm), 1.0)
+    dims = (2, NUM_SCALE_CLASSES, NUM_RATE_CLASSES, MAX_RATE_LEVEL)
+    cell = np.ravel_multi_index((qz, scale, pc, mm), dims)
+    fine = np.bincount(cell, minlength=int(np.prod(dims))).astype(np.float64).reshape(dims)
     coarse = fine.sum(axis=1, keepdims=True) + 0.5
     coarse /= coarse.sum(axis=-1, keepdims=True)
     prior = 8.0  # pseudo-counts of the coarse distribution in each fine class
