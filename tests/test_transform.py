@@ -208,3 +208,24 @@ def test_klt_covers_kernels_the_dct_tables_do_not() -> None:
     rec = np.asarray(decode(klt.data).changes["c3d.weight"].data, dtype=np.float64)
     delta = new["c3d.weight"].astype(np.float64) - base["c3d.weight"]
     assert np.sqrt(np.sum((rec - delta) ** 2) / np.sum(delta**2)) < 0.1
+
+
+def test_transform_only_where_it_pays() -> None:
+    """Uncorrelated taps lose their sparsity as coefficients (measured 2-7% more bytes): the
+    codec keeps them tap by tap, and its bytes equal transform=none's."""
+    rng = np.random.default_rng(11)
+    shape = (128, 32, 3, 3)
+    iid = 0.01 * rng.laplace(size=shape)
+    smooth = 0.01 * (rng.normal(size=shape[:2] + (1, 1)) + 0.3 * rng.normal(size=shape))
+    kt = transform.kernel_transform(dct=b"\x03\x03")
+    assert kt is not None
+    assert transform.estimated_gain(iid, shape, kt, 0.005) > 1.0
+    assert transform.estimated_gain(smooth, shape, kt, 0.005) < transform.USE_BELOW
+    zeros = {"w": np.zeros(shape, np.float32)}
+    for e in (0.05, 0.3):
+        update = diff(zeros, {"w": iid.astype(np.float32)})
+        auto = encode_with_report(update, f"ctx:max_rel_error={e}")
+        plain = encode_with_report(update, f"ctx:max_rel_error={e},transform=none")
+        assert "dct" not in auto.tensors[0].pipeline and auto.data == plain.data
+        update = diff(zeros, {"w": smooth.astype(np.float32)})
+        assert "dct=3x3" in encode_with_report(update, f"ctx:max_rel_error={e}").tensors[0].pipeline

@@ -173,7 +173,9 @@ _ctx_options = lambda: _lossless(Context(ngt=1, check=32, dq=1))  # noqa: E731
 # fmt: off
 def _row_group_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Convolutions sharing row lengths (72 and 96, the latter 1x1): the ctx codec stacks
-    each set into one TGRP whose pipeline shape is (total rows, row length), FORMAT.md 4.4."""
+    each set into one TGRP whose pipeline shape is (total rows, row length), FORMAT.md 4.4.
+    The 3x3 deltas are spatially smooth (a common part per kernel), so the codec codes them
+    through the kernel transform (CONTEXT.md §6)."""
     g = rng(73)
     shapes = {"c1.weight": (16, 8, 3, 3), "c2.weight": (8, 8, 3, 3), "c3.weight": (4, 8, 3, 3),
               "p1.weight": (24, 96, 1, 1), "p2.weight": (12, 96, 1, 1), "p1.bias": (24,)}
@@ -182,6 +184,8 @@ def _row_group_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     for k, v in base.items():
         scale = np.exp(g.standard_normal((v.shape[0],) + (1,) * (v.ndim - 1)))
         d = 0.01 * g.laplace(size=v.shape) * scale
+        if v.ndim == 4 and v.shape[2] > 1:
+            d = 0.01 * (g.laplace(size=v.shape[:2] + (1, 1)) + 0.3 * g.laplace(size=v.shape)) * scale
         if v.ndim > 1:
             d[::3] = 0
         new[k] = (v + d).astype(np.float32)
@@ -214,7 +218,8 @@ CASES = [
     Case("context-codec-ctx-dq", "codec ctx with a server-set step and dependent quantization",
          lambda: _codec("ctx:step=0.004,quant=dq"), base=_base),
     Case("context-codec-ctx-row-groups", "codec ctx with dependent quantization on weights sharing row lengths: two TGRP "
-         "row groups, (28, 72) and (36, 96), whose dq state machine restarts on every stacked row",
+         "row groups, (28, 72) and (36, 96), whose dq state machine restarts on every stacked row; the 3x3 group "
+         "through the integer DCT (dct=3x3, levels of shape (28, 9, 8))",
          lambda: nnupdate.diff(*_row_group_models()).encode("ctx:step=0.004,quant=dq"), base=lambda: _row_group_models()[0]),
     Case("context-codec-ctx-lowrank", "codec ctx on an update whose 64x96 linear layer is close to low rank: the layer "
          "as lowrank (0x0015, CODECS.md) factors, the bias through rdoq + ctx",
