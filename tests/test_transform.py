@@ -219,8 +219,8 @@ def test_transform_only_where_it_pays() -> None:
     smooth = 0.01 * (rng.normal(size=shape[:2] + (1, 1)) + 0.3 * rng.normal(size=shape))
     kt = transform.kernel_transform(dct=b"\x03\x03")
     assert kt is not None
-    assert transform.estimated_gain(iid, shape, kt, 0.005) > 1.0
-    assert transform.estimated_gain(smooth, shape, kt, 0.005) < transform.USE_BELOW
+    assert transform.estimated_cost_ratio(iid, shape, kt, 0.005) > 1.0
+    assert transform.estimated_cost_ratio(smooth, shape, kt, 0.005) < transform.USE_BELOW
     zeros = {"w": np.zeros(shape, np.float32)}
     for e in (0.05, 0.3):
         update = diff(zeros, {"w": iid.astype(np.float32)})
@@ -229,3 +229,10 @@ def test_transform_only_where_it_pays() -> None:
         assert "dct" not in auto.tensors[0].pipeline and auto.data == plain.data
         update = diff(zeros, {"w": smooth.astype(np.float32)})
         assert "dct=3x3" in encode_with_report(update, f"ctx:max_rel_error={e}").tensors[0].pipeline
+
+
+def test_inverse_refuses_a_level_count_that_does_not_match() -> None:
+    kt = transform.kernel_transform(dct=b"\x03\x03")
+    assert kt is not None
+    with pytest.raises(CodecError, match="levels for a tensor"):
+        transform.inverse(np.zeros(17, dtype=np.int64), (2, 1, 3, 3), kt, 0.1, "float32", "rdoq")

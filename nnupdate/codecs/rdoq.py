@@ -239,7 +239,7 @@ class CtxCodec(Codec):
         codec's), or none (tap by tap) when the transform would not pay: kernels whose taps
         are not correlated lose their sparsity in a transform (measured: iid Laplacian taps
         cost 2-7% more as DCT coefficients), so it is used only where the estimate of
-        :func:`transform.estimated_gain` says the coefficients are clearly cheaper."""
+        :func:`transform.estimated_cost_ratio` says the coefficients are clearly cheaper."""
         from ..update import kernel_shape
 
         kernel = kernel_shape(change)
@@ -256,7 +256,7 @@ class CtxCodec(Codec):
             params = {"dct": dct}
         kt = transform.kernel_transform(**params)
         assert kt is not None
-        ratio = transform.estimated_gain(change.data, change.shape, kt, step or self.step)
+        ratio = transform.estimated_cost_ratio(change.data, change.shape, kt, step or self.step)
         return params if ratio <= transform.USE_BELOW else {}
 
     def error_inputs(self, update: Update) -> list[np.ndarray]:

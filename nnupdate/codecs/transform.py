@@ -240,14 +240,14 @@ def klt_basis(values: np.ndarray, shape: tuple[int, ...], taps: int, shift: int 
     return np.rint(matrix * signs[:, None] * (1 << shift)).astype("<i2").tobytes()
 
 
-#: use a transform when its estimated cost ratio (:func:`estimated_gain`) is at most this:
+#: use a transform when its estimated cost ratio (:func:`estimated_cost_ratio`) is at most this:
 #: the context coder exploits part of the taps' correlation itself, so the real ratio is
 #: higher than the order-0 estimate (calibrated on mixtures of smooth and iid Laplacian
 #: kernels and on ResNet-56: break-even near 0.965)
 USE_BELOW = 0.96
 
 
-def estimated_gain(values: np.ndarray, shape: tuple[int, ...], transform: KernelTransform, step: float) -> float:
+def estimated_cost_ratio(values: np.ndarray, shape: tuple[int, ...], transform: KernelTransform, step: float) -> float:
     """Order-0 entropy of the nearest levels at ``step`` as coefficients over as taps, each side
     with one histogram per coefficient (per tap): below 1 when the transform compacts the
     kernels' energy, above 1 when the taps are uncorrelated and the transform only turns
@@ -298,7 +298,9 @@ def inverse(index: np.ndarray, shape: tuple[int, ...], transform: KernelTransfor
         raise CodecError(f"{stage}: cannot reconstruct {dtype}")
     rows, taps, channels = coefficient_shape(shape, transform.taps)
     flat = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
-    if flat.size and int(np.abs(flat).max()) > INDEX_LIMIT:
+    if flat.size != rows * taps * channels:
+        raise CodecError(f"{stage}: {flat.size} levels for a tensor of {rows * taps * channels} elements")
+    if flat.size and (int(flat.max()) > INDEX_LIMIT or int(flat.min()) < -INDEX_LIMIT):
         raise CodecError(f"{stage}: level out of range for the kernel transform")
     scale = step * math.ldexp(1.0, -transform.shift)
     out = np.empty(rows * taps * channels, dtype=np.float32 if dtype == "float32" else np.float64)
