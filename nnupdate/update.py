@@ -102,8 +102,12 @@ class Update:
         running_var moving to new data), so one global step fitted to all of them would
         round every weight delta to zero. Codecs code them separately (``Codec.plan``).
         """
+        return [c.data for c in self.float_delta_changes(include_statistics=include_statistics) if c.data is not None]
+
+    def float_delta_changes(self, *, include_statistics: bool = False) -> list[TensorChange]:
+        """The changes behind :meth:`float_deltas` (for codecs that need names or shapes too)."""
         return [
-            c.data
+            c
             for c in self.changes.values()
             if c.combine == Combine.ADD
             and dtypes.is_float(c.dtype)

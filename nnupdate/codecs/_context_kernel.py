@@ -689,6 +689,16 @@ def _update_level(state: np.ndarray, m: int, neg: int, a: int, b: int, c: int, c
 
 
 @njit(cache=True, inline="always")
+def _nonzero_candidates(ax: float) -> tuple[int, int]:  # pragma: no cover - compiled
+    """``(lo, hi)``: the nonzero magnitudes RDOQ weighs for ``|x| = ax`` (nearest and one
+    closer to zero, never below 1); an empty range when the nearest level is 0."""
+    mn = int(np.floor(ax + 0.5))
+    if mn > MAX_MAGNITUDE:
+        mn = MAX_MAGNITUDE
+    return (mn - 1 if mn >= 2 else 1), mn
+
+
+@njit(cache=True, inline="always")
 def _next_best(state: np.ndarray, table: np.ndarray, x: float, m: int, neg: int, a: int, c: int, colv: int, act: int, colsign: int, agree: int, ngt: int, lam: float) -> float:  # pragma: no cover
     """Cheapest cost of the next value after choosing magnitude ``m`` here (one-step lookahead).
 
@@ -702,13 +712,8 @@ def _next_best(state: np.ndarray, table: np.ndarray, x: float, m: int, neg: int,
     sg = _sign_ctx(sa2, colsign, agree)
     cc = _col_class(colv)
     best = ax * ax + lam * _level_cost(state, table, 0, nneg, m, a, c, cc, act2, sg, colv, ngt)
-    mn = int(np.floor(ax + 0.5))
-    if mn > MAX_MAGNITUDE:
-        mn = MAX_MAGNITUDE
-    lo = mn - 1 if mn >= 2 else 1
+    lo, mn = _nonzero_candidates(ax)
     for k in range(lo, mn + 1):
-        if k <= 0:
-            continue
         d = ax - k
         j = d * d + lam * _level_cost(state, table, k, nneg, m, a, c, cc, act2, sg, colv, ngt)
         if j < best:
@@ -759,19 +764,14 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
             ax = x if x >= 0 else -x
             neg = 1 if x < 0 else 0
             sg = _sign_ctx(sa, colsign[i], agree)
-            mn = int(np.floor(ax + 0.5))
-            if mn > MAX_MAGNITUDE:
-                mn = MAX_MAGNITUDE
+            lo, mn = _nonzero_candidates(ax)
             best_m = 0
             best = ax * ax + lam * _level_cost(state, table, 0, neg, a, b, c, cc, act, sg, colv, ngt)
             ahead = look == 1 and i + 1 < rowlen and mn == 1  # zero or one: the choice that moves the next contexts most
             total = best
             if ahead:
                 total += _next_best(state, table, scaled[base + i + 1], 0, neg, a, prev[i + 1], colact[i + 1], act, colsign[i + 1], agree, ngt, lam)
-            lo = mn - 1 if mn >= 2 else 1
             for m in range(lo, mn + 1):
-                if m <= 0:
-                    continue
                 d = ax - m
                 j = d * d + lam * _level_cost(state, table, m, neg, a, b, c, cc, act, sg, colv, ngt)
                 t = j

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import dtypes, parallel
+from .. import parallel
 from ..errors import CodecError, InputError
-from ..format import Combine, Role
+from ..format import Combine
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
 from .context import Context, layout
@@ -265,11 +265,7 @@ class CtxCodec(Codec):
         and error up to ~1%, and the final step is checked on the real decode)."""
         from ..rate import step_for_max_rel_error
 
-        pairs = [
-            (c, c.data) for c in update.changes.values()
-            if c.combine == Combine.ADD and c.data is not None and c.data.size
-            and c.role != Role.STATISTIC and dtypes.is_float(c.dtype)
-        ]
+        pairs = [(c, c.data) for c in update.float_delta_changes() if c.data is not None and c.data.size]
         # the transform decision depends on the step, not known yet: use nearest rounding's
         guess = self.step or (step_for_max_rel_error([d for _, d in pairs], self.max_rel_error) if pairs else 1.0)
         out = []

@@ -112,6 +112,15 @@ class KernelTransform:
     def taps(self) -> int:
         return int(self.matrix.shape[0])
 
+    @functools.cached_property
+    def inverse(self) -> np.ndarray:
+        """``matrix^-1`` in binary64 (encoder side), computed once per basis: the instances
+        are cached, and every trial encode of rate control transforms with them."""
+        try:
+            return np.linalg.inv(self.matrix.astype(np.float64))
+        except np.linalg.LinAlgError:
+            raise CodecError("kernel transform: basis is singular") from None
+
 
 @functools.lru_cache(maxsize=64)
 def _from_dct(dims: bytes) -> KernelTransform:
@@ -282,11 +291,7 @@ def forward(values: np.ndarray, shape: tuple[int, ...], transform: KernelTransfo
     quantization error (through the exact inverse of the integer basis)."""
     rows, taps, channels = coefficient_shape(shape, transform.taps)
     x = np.asarray(values, dtype=np.float64).reshape(rows, channels, taps)
-    try:
-        inverse_basis = np.linalg.inv(transform.matrix.astype(np.float64))
-    except np.linalg.LinAlgError:
-        raise CodecError("kernel transform: basis is singular") from None
-    return np.ascontiguousarray(np.einsum("rcj,jk->rkc", x, inverse_basis) * math.ldexp(1.0, transform.shift))
+    return np.ascontiguousarray(np.einsum("rcj,jk->rkc", x, transform.inverse) * math.ldexp(1.0, transform.shift))
 
 
 def inverse(index: np.ndarray, shape: tuple[int, ...], transform: KernelTransform, step: float, dtype: str, stage: str) -> np.ndarray:
