@@ -236,6 +236,58 @@ def test_rdoq_lowers_cost_at_equal_step() -> None:
     assert np.all(np.abs(q1) <= np.abs(q0))  # RDOQ only rounds towards zero
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.05, 0.4), st.floats(0.05, 40.0))
+def test_static_rdoq_picks_the_cheapest_neighbour_under_its_order0_model(seed: int, lam: float, spread: float) -> None:
+    """Each level minimises (x - q)**2 + lam * bits(q) over the nearest level and its two
+    neighbours, bits from the order-0 histogram of the nearest levels (plus a sign bit)."""
+    from nnupdate.codecs.rdoq import STATIC_LEVELS, static_rdoq_levels
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    x = rng.laplace(size=2000) * spread
+    q = static_rdoq_levels(x, lam)
+    nearest = np.rint(np.abs(x)).astype(np.int64)
+    counts = np.bincount(np.minimum(nearest, STATIC_LEVELS), minlength=STATIC_LEVELS + 1).astype(np.float64)
+    bits = -np.log2((counts + 0.5) / (counts.sum() + 0.5 * counts.size)) + (np.arange(counts.size) > 0)
+
+    def cost(level: np.ndarray) -> np.ndarray:
+        m = np.abs(level)
+        return (np.abs(x) - m) ** 2 + lam * bits[np.minimum(m, STATIC_LEVELS)]
+
+    assert np.all(np.abs(q - np.sign(x) * nearest) <= 1)
+    assert np.all((q == 0) | (np.sign(q) == np.sign(x)))
+    assert np.all(cost(q) <= cost(nearest) + 1e-9)  # never worse than rounding
+    # the exact optimum wherever the thresholds' offsets lie inside the clip (|.| < 0.49)
+    step_cost = 0.5 * lam * np.diff(bits, append=bits[-1])
+    inside = np.abs(step_cost) < 0.49
+    for candidate, threshold in ((nearest - 1, nearest - 1), (nearest + 1, nearest)):
+        ok = (nearest < STATIC_LEVELS) & (candidate >= 0) & inside[np.clip(threshold, 0, STATIC_LEVELS)]
+        assert np.all(cost(q)[ok] <= cost(np.maximum(candidate, 0))[ok] + 1e-9)
+
+
+def test_static_rdoq_widens_the_zero_bin_at_coarse_steps_only() -> None:
+    from nnupdate.codecs.rdoq import static_rdoq_levels
+
+    rng = np.random.Generator(np.random.PCG64(5))
+    x = rng.laplace(size=50_000)
+    coarse = static_rdoq_levels(x / 4.0, 0.15)  # most levels 0: ones are dear
+    fine = static_rdoq_levels(x / 0.05, 0.15)
+    assert np.mean(coarse == 0) > np.mean(np.rint(x / 4.0) == 0) + 0.01
+    assert np.mean(fine != np.rint(x / 0.05)) < 0.05
+    np.testing.assert_array_equal(rdoq_levels(x, x.shape, 0.5, 0.0, static=True), np.rint(x / 0.5))
+
+
+def test_fast_quantizer_hits_target_and_costs_little_more_than_rdoq() -> None:
+    base, new = _update(4)
+    u = diff(base, new)
+    fast = encode_with_report(u, "ctx:max_rel_error=0.1,quant=fast")
+    slow = encode_with_report(u, "ctx:max_rel_error=0.1,quant=rdoq")
+    assert 0.09 <= fast.relative_error <= 0.1
+    assert len(fast.data) <= 1.08 * len(slow.data)
+    change = decode(fast.data).changes["conv.weight"]
+    assert change.pipeline is not None and [s.name for s in change.pipeline.stages][-2:] == ["rdoq", "ctx"]
+
+
 def test_rdoq_stage_stores_only_the_step() -> None:
     stage = RdoqQuantizer(0.01, 0.3, 5)
     x = np.linspace(-1, 1, 50)

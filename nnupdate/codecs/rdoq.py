@@ -45,8 +45,15 @@ def _cost_table() -> np.ndarray:
     return bit_cost_table()
 
 
-def rdoq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: float, ngt: int = 4) -> np.ndarray:
-    """RDOQ levels (int64, C order) of ``values`` for ``step``; ``lam = 0`` is nearest rounding."""
+def rdoq_levels(
+    values: np.ndarray, shape: tuple[int, ...], step: float, lam: float, ngt: int = 4, static: bool = False
+) -> np.ndarray:
+    """RDOQ levels (int64, C order) of ``values`` for ``step``; ``lam = 0`` is nearest rounding.
+
+    ``static`` prices levels with the tensor's own order-0 histogram instead of the live
+    context model (:func:`static_rdoq_levels`): vectorised, several times faster, a few
+    percent larger.
+    """
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     if not np.isfinite(flat).all():
         raise CodecError("rdoq: input holds NaN or infinity")
@@ -54,10 +61,38 @@ def rdoq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: fl
         raise CodecError("rdoq: step too small, levels overflow int32")
     if lam <= 0 or flat.size == 0:
         return quantize(flat, step, "nearest", 0).astype(np.int64)
+    if static:
+        return static_rdoq_levels(flat / step, lam)
     from . import _context_kernel
 
     rows, rowlen = layout(shape)
     return _context_kernel.rdoq(flat / step, rows, rowlen, ngt, float(lam), _cost_table())
+
+
+#: levels above this share the static model's last rate step (the tail is rare and flat)
+STATIC_LEVELS = 64
+
+
+def static_rdoq_levels(scaled: np.ndarray, lam: float) -> np.ndarray:
+    """Levels of ``scaled`` (values / step) minimising ``(x - q)**2 + lam * bits(q)`` with
+    ``bits`` from the order-0 histogram of the nearest levels (plus a sign bit).
+
+    Why: most of RDOQ's gain is the rate-aware choice between neighbouring levels, above
+    all between 0 and 1, and an order-0 model already prices that: at a coarse step zeros
+    are cheap and ones dear, so the zero bin widens (threshold 0.5 + lam/2 * (bits(1) -
+    bits(0))); at a fine step it barely moves. The thresholds are vectorised, so this
+    runs at memory speed where the live-model RDOQ walks the tensor bin by bin. The
+    offsets are clipped below 1/2, so one step from the nearest level always suffices.
+    """
+    from . import _rdoq_static_kernel
+
+    counts = _rdoq_static_kernel.nearest_histogram(scaled, STATIC_LEVELS).astype(np.float64)
+    bits = -np.log2((counts + 0.5) / (counts.sum() + 0.5 * counts.size))
+    bits[1:] += 1.0  # sign
+    # threshold between q and q + 1, in units of the step, for q = 0 .. STATIC_LEVELS
+    offset = np.clip(0.5 * lam * np.diff(bits, append=bits[-1]), -0.49, 0.49)
+    threshold = np.arange(STATIC_LEVELS + 1, dtype=np.float64) + 0.5 + offset
+    return _rdoq_static_kernel.choose_levels(scaled, threshold)
 
 
 @register
@@ -76,6 +111,8 @@ class RdoqQuantizer(transform.TransformedQuantizer, ArrayToArray):
     step: float = 1e-3
     lam: float = field(default=0.1, metadata=ENCODER_ONLY)
     ngt: int = field(default=4, metadata=ENCODER_ONLY)
+    #: price levels with the tensor's order-0 histogram instead of the live model (fast)
+    static: int = field(default=0, metadata=ENCODER_ONLY)
     #: kernel transform (spec/CONTEXT.md §6), stored only when set: the integer DCT of a
     #: kernel shape (``dct``, its dimensions as bytes) or an explicit int16 ``basis``
     dct: bytes = b""
@@ -94,7 +131,7 @@ class RdoqQuantizer(transform.TransformedQuantizer, ArrayToArray):
         shape = transform.level_shape(spec.shape, kernel)
         if kernel is not None:
             values = transform.forward(values, spec.shape, kernel)
-        levels = rdoq_levels(values, shape, self.step, self.lam, self.ngt)
+        levels = rdoq_levels(values, shape, self.step, self.lam, self.ngt, bool(self.static))
         return levels.astype(np.int32).reshape(shape), RdoqQuantizer(self.step, dct=self.dct, basis=self.basis, shift=self.shift)
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
@@ -120,7 +157,7 @@ def rdoq_relative_error(deltas: list[np.ndarray], step: float, lam: float, ngt: 
         if quant == "dq":
             index = dq_reconstruct(dq_levels(x, d.shape, step, lam), d.shape)
         else:
-            index = rdoq_levels(x, d.shape, step, lam, ngt)
+            index = rdoq_levels(x, d.shape, step, lam, ngt, static=quant == "fast")
         r = index * step - x
         return float(np.einsum("i,i->", r, r)), float(np.einsum("i,i->", x, x))
 
@@ -162,7 +199,9 @@ class CtxCodec(Codec):
     #: ``rdoq`` (scalar levels, RDOQ under the live context model), ``dq`` (dependent
     #: trellis-coded quantization, 4 states, with dq-aware significance contexts) or
     #: ``auto``: with a rate or error target, both are tuned to it and the smaller
-    #: container wins (measured); with a fixed step, ``rdoq``
+    #: container wins (measured); with a fixed step, ``rdoq``. ``fast``: RDOQ priced by
+    #: each tensor's order-0 histogram (vectorised; a few percent larger, encodes several
+    #: times faster; its rate control runs on vectorised passes too)
     quant: str = "auto"
     #: the trellis's lambda (``quant=dq``), in the same units as ``lam``
     dq_lam: float = 0.2
@@ -173,8 +212,8 @@ class CtxCodec(Codec):
     transform: str = "dct"
 
     def __post_init__(self) -> None:
-        if self.quant not in ("rdoq", "dq", "auto"):
-            raise ValueError("quant must be rdoq, dq or auto")
+        if self.quant not in ("rdoq", "dq", "auto", "fast"):
+            raise ValueError("quant must be rdoq, dq, auto or fast")
         if self.transform not in ("dct", "klt", "none"):
             raise ValueError("transform must be dct, klt or none")
         if self.step < 0 or self.target_bits < 0 or (self.lam < 0 and self.lam != -1.0) or not 0 < self.max_rel_error < 1:
@@ -231,7 +270,7 @@ class CtxCodec(Codec):
 
             dq = DependentQuantizer(self.step, self.dq_lam, **kernel)
             return Plan(Combine.ADD, (dq,), ((Context(self.ngt, self.check, 1),),))
-        rdoq = RdoqQuantizer(self.step, self.resolved_lam(), self.ngt, **kernel)
+        rdoq = RdoqQuantizer(self.step, self.resolved_lam(), self.ngt, int(self.quant == "fast"), **kernel)
         return Plan(Combine.ADD, (rdoq,), ((Context(self.ngt, self.check),),))
 
     def kernel_params(self, change: TensorChange, step: float = 0.0) -> dict[str, Any]:
@@ -301,7 +340,7 @@ def _step_for_error(
     peak = max(float(np.abs(d).max()) for d in deltas)
     if peak == 0.0:
         return 1.0
-    lam = codec.resolved_lam() if codec.quant == "rdoq" else codec.dq_lam
+    lam = codec.dq_lam if codec.quant == "dq" else codec.resolved_lam()
 
     seen: dict[float, float] = {}
 
