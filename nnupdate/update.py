@@ -69,7 +69,7 @@ class TensorChange:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)  # Python ints: called per member when planning groups
 
     def values_for(self, combine: Combine) -> np.ndarray:
         """The array a pipeline must code when the change is stored as ``combine``."""

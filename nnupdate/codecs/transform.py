@@ -263,12 +263,18 @@ def estimated_cost_ratio(values: np.ndarray, shape: tuple[int, ...], transform: 
     sparse (Laplacian-like) values into denser (Gaussian-like) ones."""
     if not (step > 0 and math.isfinite(step)):
         return 1.0
-    rows, taps, channels = coefficient_shape(shape, transform.taps)
-    x = np.asarray(values, dtype=np.float64).reshape(rows, channels, taps)
-    y = forward(x, shape, transform).reshape(rows, taps, channels)
-    coded = sum(_entropy_bits(np.rint(y[:, k, :] / step)) for k in range(taps))
-    plain = sum(_entropy_bits(np.rint(x[:, :, j] / step)) for j in range(taps))
+    taps = transform.taps
+    kernels = np.asarray(values, dtype=np.float64).reshape(-1, taps)
+    if kernels.shape[0] > ESTIMATE_KERNELS:  # an even sample: the ratio, not the bits, decides
+        kernels = kernels[:: -(-kernels.shape[0] // ESTIMATE_KERNELS)]
+    coefficients = kernels @ transform.inverse * math.ldexp(1.0, transform.shift)
+    coded = sum(_entropy_bits(np.rint(coefficients[:, k] / step)) for k in range(taps))
+    plain = sum(_entropy_bits(np.rint(kernels[:, j] / step)) for j in range(taps))
     return coded / plain if plain > 0 else 1.0
+
+
+#: kernels :func:`estimated_cost_ratio` looks at, at most (an even stride through the rest)
+ESTIMATE_KERNELS = 8192
 
 
 def _entropy_bits(levels: np.ndarray) -> float:
