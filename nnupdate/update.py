@@ -289,12 +289,15 @@ def _relative(reports: list[TensorReport]) -> float:
 
 
 def encode_change(
-    change: TensorChange, codec: Codec, plan: Plan | None = None, factor: bool = True
+    change: TensorChange, codec: Codec, plan: Plan | None = None, factor: bool = True, dry: bool = False
 ) -> tuple[TensorRecord, TensorReport]:
     """Code one tensor change: run the plan's array stages once, keep the smallest tail.
 
     With a codec that tries ``lowrank`` (and ``factor``), a matrix delta is also coded as
     two quantized factors at no more than the plan's measured error; the smaller wins.
+    ``dry`` measures only the distortion: when every tail is lossless the entropy coding
+    cannot change it, so it is skipped (payload empty), as is the low-rank trial (which
+    only ever lowers the error).
     """
     plan = plan or codec.plan(change)
     record = TensorRecord(change.name, change.dtype, change.shape, plan.combine, change.role)
@@ -304,7 +307,8 @@ def encode_change(
     values = change.values_for(plan.combine)
     spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, plan.combine))
     symbols, symbol_spec, prefix = pipelines.run_array_stages(plan.prefix, values.reshape(change.shape), spec)
-    best = pipelines.smallest_tail(plan.tails, symbols, symbol_spec, change.name)
+    dry = dry and all(s.lossless for tail in plan.tails for s in tail)
+    best = (b"", list(plan.tails[0])) if dry else pipelines.smallest_tail(plan.tails, symbols, symbol_spec, change.name)
     stages = Pipeline(tuple(prefix + best[1]))
     record.stages = [s.record() for s in stages.stages]
     record.payload = best[0]
@@ -328,7 +332,7 @@ def encode_change(
         # than the arithmetic on the small tensors of a typical model.
         report.squared_error = float(np.einsum("i,i->", err, err))
         report.squared_norm = float(np.einsum("i,i->", x, x))
-        if factor and codec.try_lowrank and change.role != Role.STATISTIC and len(change.shape) >= 2 and report.squared_error > 0:
+        if not dry and factor and codec.try_lowrank and change.role != Role.STATISTIC and len(change.shape) >= 2 and report.squared_error > 0:
             choice = best_lowrank(values, spec, report.squared_error, entropy_tails("auto", change.size))
             if choice is not None and len(choice.payload) < len(record.payload):
                 factored = Pipeline(tuple(choice.stages))
@@ -479,7 +483,9 @@ def _statistic_groups(update: Update, codec: Codec) -> tuple[list[tuple[list[Ten
 RECORD_BITS = 8 * 48
 
 
-def _encode_group(members: list[TensorChange], codec: Codec, shared_step: float | None = None) -> tuple[TensorRecord, TensorReport]:
+def _encode_group(
+    members: list[TensorChange], codec: Codec, shared_step: float | None = None, dry: bool = False
+) -> tuple[TensorRecord, TensorReport]:
     """One TGRP record for ``members``; a group of running statistics (``shared_step``
     given) is quantized with that step instead of the codec's plan."""
     first = members[0]
@@ -491,18 +497,19 @@ def _encode_group(members: list[TensorChange], codec: Codec, shared_step: float 
     if len(shape) == 2 and len(kernels) == 1:
         combined.kernel = kernels.pop()
     plan = None if shared_step is None else plan_statistic(combined, shared_step)
-    record, report = encode_change(combined, codec, plan, factor=False)  # stacked layers are not one matrix
+    record, report = encode_change(combined, codec, plan, factor=False, dry=dry)  # stacked layers are not one matrix
     record.name = ""
     record.members = stored
     report.name = f"group of {len(members)} ({first.name}, ...)"
     return record, report
 
 
-def encode_records(update: Update, codec: Codec) -> tuple[list[TensorRecord], list[TensorReport]]:
+def encode_records(update: Update, codec: Codec, dry: bool = False) -> tuple[list[TensorRecord], list[TensorReport]]:
     """Every record of the container (tensors and groups, in update order) with its report.
 
     ``codec`` must already be prepared; rate control calls this directly to measure
-    payloads at a trial step without assembling a container.
+    payloads at a trial step without assembling a container, or (``dry``) only the
+    distortion each record would have (see :func:`encode_change`).
     """
     groups = _plan_groups(update, codec)
     steps: dict[str, float] = {}
@@ -516,15 +523,15 @@ def encode_records(update: Update, codec: Codec) -> tuple[list[TensorRecord], li
     for change in update.changes.values():
         if change.name in groups:
             members = groups[change.name]
-            jobs.append(functools.partial(_encode_group, members, codec, steps.get(change.name)))
+            jobs.append(functools.partial(_encode_group, members, codec, steps.get(change.name), dry))
             weights.append(sum(m.size for m in members))
         elif change.name in grouped:
             continue
         elif change.name in own_steps:  # a small statistic alone: its step is already known
-            jobs.append(functools.partial(encode_change, change, codec, plan_statistic(change, own_steps[change.name])))
+            jobs.append(functools.partial(encode_change, change, codec, plan_statistic(change, own_steps[change.name]), dry=dry))
             weights.append(change.size)
         else:
-            jobs.append(functools.partial(encode_change, change, codec))
+            jobs.append(functools.partial(encode_change, change, codec, dry=dry))
             weights.append(change.size)
     done = parallel.ordered_map(lambda job: job(), jobs, weights)
     return [record for record, _ in done], [report for _, report in done]

@@ -331,6 +331,17 @@ def _measure(update: Update, codec: CtxCodec, measured: dict[CtxCodec, EncodeRep
     return measured[codec]
 
 
+def _error(update: Update, codec: CtxCodec, measured: dict[CtxCodec, EncodeReport]) -> float:
+    """The container's relative error at ``codec`` (prepared): from a full encode already
+    made, else from a dry one (quantizers and transforms only: the ctx coder is lossless,
+    and the low-rank alternative it skips only ever lowers the error, so this bound is safe)."""
+    from ..update import EncodeReport, encode_records
+
+    if codec in measured:
+        return measured[codec].relative_error
+    return EncodeReport(b"", codec.spec(), encode_records(update, codec, dry=True)[1], 0.0).relative_error
+
+
 def _step_for_error(
     update: Update, codec: CtxCodec, deltas: list[np.ndarray], target: float, measured: dict[CtxCodec, EncodeReport]
 ) -> float:
@@ -382,7 +393,7 @@ def _step_for_error(
                 hi, e_hi = mid, e_mid
     step = lo
     for _ in range(100):  # the decoder rounds to the tensor's type: check the real thing
-        err = _measure(update, codec.with_step(step), measured).relative_error
+        err = _error(update, codec.with_step(step), measured)
         if err <= target:
             return _closer_on_measured(update, codec, step, err, target, measured)
         step *= 0.995
@@ -400,7 +411,7 @@ def _closer_on_measured(
         if err <= 0 or err >= target * 0.998:
             break
         trial = step * (target / err) * 0.999  # error grows about in proportion to the step
-        trial_err = _measure(update, codec.with_step(trial), measured).relative_error
+        trial_err = _error(update, codec.with_step(trial), measured)
         if trial_err > target:
             break
         step, err = trial, trial_err
