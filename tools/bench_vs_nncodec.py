@@ -2,8 +2,9 @@
 
 For every realistic workload (tools/workloads.py) and relative L2 error target e:
 
-* ours: ``ctx:max_rel_error=e`` per item (container bytes, headers included), the same
-  with plain nearest rounding (``lam=0``), and ``uniform`` + order-0 ``rans``;
+* ours: ``ctx:max_rel_error=e`` per item (container bytes, headers included) with each
+  quantizer (``rdoq`` and ``dq`` under the live context model; ``fast``, RDOQ priced by
+  each tensor's order-0 histogram), and ``uniform`` + order-0 ``rans``;
 * the order-0 bound: the empirical entropy of nearest-rounded levels at the step that
   reaches e, per tensor, histograms free (what an ideal order-0 coder would need);
 * NNCodec: its lower envelope over a QP grid x dependent quantization on/off x
@@ -15,7 +16,9 @@ smaller of ctx (rdoq) and ctx (dq), whole container with every header, over NNCo
 bitstream (target: <= 0.9 at every point); "payload only" leaves out the container's
 framing (chunk headers, names, shapes, index, digests) to show how much of the gap is
 the entropy coding and how much the container. Speed: MB/s of float32 for ours
-(fixed step, encode and decode, median of 3) and NNCodec (its own timers).
+(``ctx`` and ``ctx:quant=fast`` at the fixed step of e = 0.1, encode and decode, median
+of 3, records on this machine's cores; and encode with rate control) and NNCodec (its
+own timers, one thread).
 
     python tools/bench_vs_nncodec.py                 # all realistic workloads
     python tools/bench_vs_nncodec.py --workloads fedavg-early --json out.json
@@ -202,7 +205,7 @@ def run(names: list[str], with_nncodec: bool) -> dict[str, Any]:
             for label, codec in (
                 ("ctx", f"ctx:max_rel_error={e},quant=rdoq"),
                 ("ctx-dq", f"ctx:max_rel_error={e},quant=dq"),
-                ("ctx-nearest", f"ctx:max_rel_error={e},lam=0,quant=rdoq"),
+                ("ctx-fast", f"ctx:max_rel_error={e},quant=fast"),
                 ("uniform-rans", f"uniform:max_rel_error={e},coder=rans"),
             ):
                 res = [ours(it, codec) for it in w.items]
@@ -214,15 +217,21 @@ def run(names: list[str], with_nncodec: bool) -> dict[str, Any]:
             if nnc_pts:
                 row["nncodec"] = sum(envelope_bits(p, e) for p in nnc_pts) / params
                 row["ratio"] = row["best"] / row["nncodec"]
+                row["fast_ratio"] = row["ctx-fast"] / row["nncodec"]
                 row["payload_ratio"] = min(row["ctx-payload"], row["ctx-dq-payload"]) / row["nncodec"]
             rows.append(row)
             print(_fmt(row), flush=True)
         item = max(w.items, key=lambda it: sum(v.size for v in it[1].values()))
         step = step_for_max_rel_error(list(_deltas(item).values()), 0.1)
         enc, dec = speed(item, f"ctx:step={step}")
+        enc_fast, dec_fast = speed(item, f"ctx:step={step},quant=fast")
         enc_rc, _ = speed(item, "ctx:max_rel_error=0.1", repeats=1)
-        speeds[w.name] = {"ctx_encode_MBps": enc, "ctx_decode_MBps": dec, "ctx_encode_with_rate_control_MBps": enc_rc,
-                          "nncodec_encode_MBps": nnc_speed[0], "nncodec_decode_MBps": nnc_speed[1]}
+        enc_fast_rc, _ = speed(item, "ctx:max_rel_error=0.1,quant=fast")
+        speeds[w.name] = {
+            "ctx_encode_MBps": enc, "ctx_decode_MBps": dec, "ctx_encode_with_rate_control_MBps": enc_rc,
+            "fast_encode_MBps": enc_fast, "fast_decode_MBps": dec_fast, "fast_encode_with_rate_control_MBps": enc_fast_rc,
+            "nncodec_encode_MBps": nnc_speed[0], "nncodec_decode_MBps": nnc_speed[1],
+        }  # fmt: skip
         print(f"  speed {w.name}: " + ", ".join(f"{k}={v:.1f}" for k, v in speeds[w.name].items()), flush=True)
     return {"rows": rows, "speed": speeds}
 
@@ -231,22 +240,22 @@ def _fmt(row: dict[str, Any]) -> str:
     nnc = row.get("nncodec", math.nan)
     return (
         f"{row['workload']:18s} e={row['target']:<4} ctx={row['ctx']:.4f} (err {row['ctx-err']:.4f}, payload {row['ctx-payload']:.4f}) "
-        f"ctx-dq={row['ctx-dq']:.4f} (payload {row['ctx-dq-payload']:.4f}) ctx-nearest={row['ctx-nearest']:.4f} "
+        f"ctx-dq={row['ctx-dq']:.4f} (payload {row['ctx-dq-payload']:.4f}) ctx-fast={row['ctx-fast']:.4f} (err {row['ctx-fast-err']:.4f}) "
         f"uniform-rans={row['uniform-rans']:.4f} order0={row['order0']:.4f} nncodec={nnc:.4f} "
-        f"best/nnc={row.get('ratio', math.nan):.3f} payload/nnc={row.get('payload_ratio', math.nan):.3f} best/order0={row['best'] / row['order0']:.3f}"
+        f"best/nnc={row.get('ratio', math.nan):.3f} fast/nnc={row.get('fast_ratio', math.nan):.3f} payload/nnc={row.get('payload_ratio', math.nan):.3f} best/order0={row['best'] / row['order0']:.3f}"
     )
 
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| workload | rel. L2 error | ctx (rdoq) | ctx (dq) | NNCodec envelope | best / NNCodec | payload only / NNCodec | order-0 bound | best / order-0 | uniform+rans |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | rel. L2 error | ctx (rdoq) | ctx (dq) | NNCodec envelope | best / NNCodec | payload only / NNCodec | order-0 bound | best / order-0 | ctx (fast) | fast / NNCodec | uniform+rans |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['workload']} | {r['target']} | {r['ctx']:.3f} | {r['ctx-dq']:.3f} | {r.get('nncodec', math.nan):.3f} | "
             f"{r.get('ratio', math.nan):.3f} | {r.get('payload_ratio', math.nan):.3f} | {r['order0']:.3f} | "
-            f"{r['best'] / r['order0']:.3f} | {r['uniform-rans']:.3f} |"
+            f"{r['best'] / r['order0']:.3f} | {r['ctx-fast']:.3f} | {r.get('fast_ratio', math.nan):.3f} | {r['uniform-rans']:.3f} |"
         )
     return "\n".join(lines)
 
