@@ -328,6 +328,33 @@ def test_codec_hits_max_rel_error_and_applies(target: float) -> None:
     assert len(report.data) < len(plain.data)
 
 
+@pytest.mark.parametrize("quant", ["rdoq", "dq", "fast"])
+def test_dry_encode_measures_the_error_of_the_real_one(quant: str) -> None:
+    """Rate control checks trial steps on dry encodes (no entropy coding): their error must
+    be the container's, or bound it from above where the real encode picks low-rank factors."""
+    from nnupdate.update import EncodeReport, encode_records
+
+    base, new = _update(5)
+    rng = np.random.Generator(np.random.PCG64(6))
+    low_rank = rng.normal(size=(128, 2)) @ rng.normal(size=(2, 512)) * 1e-3  # a delta lowrank codes smaller
+    cases = [(diff(base, new), CtxCodec(step=2e-3, quant=quant)), (diff(base, new), CtxCodec(step=2e-4, quant=quant, transform="none"))]
+    dense = {"w": np.zeros((128, 512), dtype=np.float32)}
+    cases.append((diff(dense, {"w": (dense["w"] + low_rank).astype(np.float32)}), CtxCodec(step=2e-4, quant=quant)))
+    seen_factored = False
+    for u, codec in cases:
+        full = encode_with_report(u, codec)
+        records, reports = encode_records(u, codec.prepare(u), dry=True)
+        assert all(r.payload == b"" for r in records)
+        dry = EncodeReport(b"", codec.spec(), reports, 0.0).relative_error
+        factored = any("lowrank" in t.pipeline for t in full.tensors)
+        seen_factored |= factored
+        if factored:
+            assert full.relative_error <= dry * (1 + 1e-12)
+        else:
+            assert full.relative_error == pytest.approx(dry, rel=1e-12)
+    assert seen_factored
+
+
 def test_codec_with_dependent_quantization_hits_target() -> None:
     base, new = _update(3)
     report = encode_with_report(diff(base, new), "ctx:max_rel_error=0.1,quant=dq")
