@@ -307,7 +307,9 @@ def encode_change(
     values = change.values_for(plan.combine)
     spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, plan.combine))
     symbols, symbol_spec, prefix = pipelines.run_array_stages(plan.prefix, values.reshape(change.shape), spec)
-    dry = dry and all(s.lossless for tail in plan.tails for s in tail)
+    # dry only where the distortion can be had without the tail: integer symbols from array
+    # stages, then lossless stages only
+    dry = dry and bool(prefix) and not dtypes.is_float(symbol_spec.dtype) and all(s.lossless for tail in plan.tails for s in tail)
     best = (b"", list(plan.tails[0])) if dry else pipelines.smallest_tail(plan.tails, symbols, symbol_spec, change.name)
     stages = Pipeline(tuple(prefix + best[1]))
     record.stages = [s.record() for s in stages.stages]
