@@ -219,6 +219,31 @@ def test_refuses_bad_input() -> None:
         Context.from_params({"ngt": 0})
 
 
+def test_context_class_tables_match_the_spec_thresholds() -> None:
+    """The kernel reads context classes from tables indexed by activity >> 3: every
+    reachable activity (0 .. 15 * 256) must get the class spec/CONTEXT.md's thresholds give."""
+    from nnupdate.codecs import _context_kernel as k
+
+    def rank(bounds: list[int], v: int) -> int:
+        return sum(v >= b for b in bounds)
+
+    for v in range(k.MAX_ACTIVITY + 1):
+        assert k.ACT8_CLASS[v >> 3] == rank([8, 16, 32, 64, 128, 256, 512], v)
+        assert k.SIG_ROW_CLASS[v >> 3] == rank([16, 128], v)
+        assert k.COL_CLASS[v >> 3] == rank([24, 96, 320], v)
+        assert k.SIG2_COL_CLASS[v >> 3] == rank([16, 48, 128, 256, 512], v)
+    for s in range(32):
+        assert k.GT_CLASS[s] == (s if s < 3 else rank([3, 5, 8, 13, 21], s) + 2)
+    for agree in range(-k.AGREE_LIMIT, k.AGREE_LIMIT + 1):
+        assert k.AGREE_CLASS[agree + k.AGREE_LIMIT] == rank([-4, -1, 2, 5], agree)
+    # the activities stay inside the tables whatever the levels
+    act = col = 0
+    for m in [0, 1 << 31, 15, 16, 3, 0, 0] * 40:
+        act = k._activity.py_func(act, m)
+        col = k._col_update.py_func(col, m)
+        assert 0 <= act <= k.MAX_ACTIVITY and 0 <= col <= k.MAX_ACTIVITY
+
+
 def test_rdoq_lowers_cost_at_equal_step() -> None:
     rng = np.random.Generator(np.random.PCG64(2))
     x = rng.laplace(size=(64, 256)) * np.exp(rng.normal(size=(64, 1)))
