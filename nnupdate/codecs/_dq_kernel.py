@@ -55,14 +55,17 @@ def scale_classes(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # 
 
 
 @njit(cache=True, nogil=True)
-def reconstruct(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pragma: no cover - compiled
-    """Reconstruction indices (multiples of ``d``) of ``levels`` in scan order."""
+def reconstruct(levels: np.ndarray, rows: int, rowlen: int, limit: int) -> tuple[np.ndarray, bool]:  # pragma: no cover - compiled
+    """Reconstruction indices (multiples of ``d``) of ``levels`` (any integer type) in scan
+    order, and whether every |level| <= ``limit`` (checked here, not in a pass of its own)."""
     out = np.empty(rows * rowlen, dtype=np.int64)
     for r in range(rows):
         s = 0
         base = r * rowlen
         for i in range(rowlen):
-            k = levels[base + i]
+            k = np.int64(levels[base + i])
+            if k > limit or k < -limit:
+                return out, False
             if s < 2:
                 out[base + i] = 2 * k
             elif k > 0:
@@ -72,7 +75,7 @@ def reconstruct(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pr
             else:
                 out[base + i] = 0
             s = TRANSITION[s, k & 1]
-    return out
+    return out, True
 
 
 @njit(cache=True, nogil=True)

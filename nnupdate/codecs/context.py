@@ -24,6 +24,8 @@ from ..format import ParamValue
 from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
 
 MAX_NGT = 16
+#: largest |level| the stream carries (the kernel's MAX_MAGNITUDE; its decoder refuses more)
+MAX_LEVEL = (1 << 31) - 1
 DEFAULT_NGT = 4
 #: tensors up to this many elements are coded with both adaptation profiles (smaller wins);
 #: above it profile 1 saves under 0.1% on the issue-7 workloads and would cost a second encode
@@ -92,7 +94,7 @@ class Context(ArrayToBytes):
             raise CodecError(f"ctx: {symbols.size} values for a {spec.shape} array")
         if symbols.size == 0:
             return b"", self
-        if int(symbols.max()) > (1 << 31) - 1 or int(symbols.min()) < -((1 << 31) - 1):
+        if int(symbols.max()) > MAX_LEVEL or int(symbols.min()) < -MAX_LEVEL:
             raise CodecError("ctx: levels must lie in [-(2**31-1), 2**31-1]")
         rows, rowlen = layout(spec.shape)
         from . import _context_kernel  # numba compiles on first use; keep CLI start-up fast
@@ -131,7 +133,9 @@ def _to_spec(values: np.ndarray, spec: ArraySpec) -> np.ndarray:
     if dtype.kind not in "iu":
         raise CodecError(f"ctx: cannot produce {spec.dtype}")
     info = np.iinfo(dtype)  # type: ignore[type-var]
-    if values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
+    # the decoder bounds |level| by 2**31 - 1: an int32 or wider signed target needs no check
+    fits = info.min <= -MAX_LEVEL and info.max >= MAX_LEVEL
+    if not fits and values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
         raise CodecError(f"ctx: decoded values overflow {spec.dtype}")
     return values.astype(dtype).reshape(spec.shape)
 

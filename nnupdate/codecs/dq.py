@@ -83,12 +83,17 @@ def dq_reconstruct(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     from . import _dq_kernel
 
     rows, rowlen = layout(shape)
-    flat = np.ascontiguousarray(levels, dtype=np.int64).reshape(-1)
+    flat = np.ascontiguousarray(levels).reshape(-1)
+    if flat.dtype.kind not in "iu":
+        raise CodecError(f"dq: levels must be integers, not {flat.dtype}")
     if flat.size == 0:
-        return flat.copy()
-    if int(np.abs(flat).max()) > _LIMIT:
+        return np.zeros(0, dtype=np.int64)
+    if flat.dtype.kind == "u" or flat.dtype.itemsize > 8:
+        flat = flat.astype(np.int64)  # uint64 would not compare as signed in the kernel
+    index, ok = _dq_kernel.reconstruct(flat, rows, rowlen, _LIMIT)
+    if not ok:
         raise CodecError("dq: level out of range")
-    return _dq_kernel.reconstruct(flat, rows, rowlen)
+    return index
 
 
 @register
