@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,10 @@ def relative_error(deltas: Sequence[np.ndarray], step: float, rounding: str = "n
         err += float(np.sum((x - q * step) ** 2))
         norm += float(np.sum(x * x))
     return float(np.sqrt(err / norm)) if norm > 0 else 0.0
+
+
+#: the smallest positive binary64 (subnormal): no step is finer
+SMALLEST_STEP = 5e-324
 
 
 def step_for_max_rel_error(
@@ -60,9 +65,12 @@ def step_for_max_rel_error(
         def estimate(step: float) -> float:
             return relative_error(sample, step, rounding, seed)
 
-    lo, hi = peak * 1e-9, peak * 4.0  # error(lo) ~ 0, error(hi) = 1 (everything rounds to 0)
+    # error(lo) ~ 0, error(hi) = 1 (everything rounds to 0); lo stays above 0 when the peak
+    # is subnormal (float64 deltas can be), where peak * 1e-9 would underflow
+    lo, hi = max(peak * 1e-9, SMALLEST_STEP), peak * 4.0
     for _ in range(iterations):
-        mid = float(np.sqrt(lo * hi))
+        product = lo * hi
+        mid = math.sqrt(product) if product > 0 else math.sqrt(lo) * math.sqrt(hi)  # a subnormal lo * hi underflows
         if estimate(mid) <= target:
             lo = mid
         else:
@@ -70,6 +78,8 @@ def step_for_max_rel_error(
         if hi / lo < 1.0 + 1e-4:
             break
     while not exact and relative_error(deltas, lo, rounding, seed) > target:
+        if lo * 0.995 == lo:  # a subnormal step that no longer shrinks: the finest there is
+            break
         lo *= 0.995
     return lo
 

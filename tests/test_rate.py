@@ -93,3 +93,17 @@ def test_cli_flags(tmp_path: Path) -> None:
     update = nnupdate.decode(out.read_bytes())
     err = np.linalg.norm(update.changes["w"].data.astype(np.float64) - (new["w"].astype(np.float64) - base["w"])) / np.linalg.norm(new["w"].astype(np.float64) - base["w"])
     assert 0.09 <= err <= 0.1
+
+
+@pytest.mark.parametrize(
+    "codec", ["uniform:max_rel_error=0.1", "ctx:max_rel_error=0.1", "ctx:quant=fast,max_rel_error=0.1", "rd:max_rel_error=0.5", "topk:fraction=0.5"]
+)
+def test_subnormal_float64_deltas_neither_crash_nor_hang(codec: str) -> None:
+    """peak * 1e-9 underflows to 0 for a subnormal peak: rate control must still return a
+    positive step (and the encode a decodable container), not divide by zero or loop."""
+    base = {"w": np.zeros(4, dtype=np.float64)}
+    new = {"w": np.array([5e-324, 0.0, -1e-323, 2.5e-322])}
+    update = nnupdate.diff(base, new)
+    assert rate.step_for_max_rel_error(update.float_deltas(), 0.1) > 0
+    out = nnupdate.apply(base, nnupdate.decode(update.encode(codec)))
+    assert out["w"].shape == (4,) and np.all(np.abs(out["w"]) <= 1e-300)

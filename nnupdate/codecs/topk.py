@@ -70,6 +70,8 @@ class TopK(ArrayToArray):
         if peak == 0.0:
             return out.reshape(spec.shape), dataclasses.replace(self, step=self.step or 1.0)
         step = self.step or peak / ((1 << (self.bits - 1)) - 1)
+        if step == 0.0:  # a subnormal peak: the division underflowed; code every kept value as the peak
+            step = peak
         q = np.maximum(1.0, np.rint(np.abs(kept) / step))
         if q.max() > _Q_LIMIT:
             raise CodecError("topk: step too small, levels overflow int32")
