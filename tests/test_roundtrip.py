@@ -114,6 +114,16 @@ def test_cast_codecs(codec: str, tol: float) -> None:
     assert report.relative_error <= tol
 
 
+def test_fp16_refuses_deltas_it_would_turn_into_infinities() -> None:
+    """A narrowing cast must not write inf for a finite delta (silent garbage on apply)."""
+    base = {"w": np.zeros(3, dtype=np.float32)}
+    new = {"w": np.array([1e30, 1.0, -2.0], dtype=np.float32)}
+    with pytest.raises(CodecError, match="overflow float16"):
+        nnupdate.diff(base, new).encode("fp16")
+    out = nnupdate.apply(base, nnupdate.decode(nnupdate.diff(base, new).encode("bf16")))  # bf16 has the range
+    assert np.all(np.isfinite(out["w"]))
+
+
 # ----------------------------------------------------------------------------- rANS
 
 
@@ -217,8 +227,16 @@ def test_rans_rate_near_entropy() -> None:
 @FAST
 @given(st.sampled_from(["float16", "bfloat16"]), hnp.arrays(np.float32, shapes, elements=st.floats(width=32)))
 def test_raw_cast_rounds_to_nearest(storage: str, values: np.ndarray) -> None:
+    """IEEE round-to-nearest into the narrow type, except that a finite value the cast
+    would turn into an infinity is refused instead of stored."""
     spec = ArraySpec(values.shape, "float32")
-    payload, stage = Raw(storage).encode(values.astype(np.float64), spec)
+    wide = values.astype(np.float64)
+    overflows = np.isinf(dtypes.to_float64(dtypes.from_float64(wide, storage), storage)) & np.isfinite(wide)
+    if overflows.any():
+        with pytest.raises(CodecError, match="overflow"):
+            Raw(storage).encode(wide, spec)
+        return
+    payload, stage = Raw(storage).encode(wide, spec)
     out = stage.decode(payload, spec)
     expected = dtypes.from_float64(values.astype(np.float64), storage)
     back = dtypes.to_float64(expected, storage).astype(np.float32)

@@ -42,7 +42,13 @@ class Raw(ArrayToBytes):
         if storage != spec.dtype and not (dtypes.is_float(storage) and dtypes.is_float(spec.dtype)):
             raise CodecError(f"raw: cannot store {spec.dtype} as {storage}")
         if dtypes.is_float(storage):  # float specs arrive as float64 values
-            packed = dtypes.from_float64(np.asarray(values, dtype=np.float64), storage)
+            wide = np.asarray(values, dtype=np.float64)
+            packed = dtypes.from_float64(wide, storage)
+            if storage != spec.dtype:  # a narrowing cast must not turn finite values into infinities
+                overflow = np.isinf(dtypes.to_float64(packed, storage)) & np.isfinite(wide)
+                if overflow.any():
+                    peak = float(np.abs(wide[overflow]).max())
+                    raise CodecError(f"raw: {int(overflow.sum())} values overflow {storage} (|x| up to {peak:.3g})")
         else:
             packed = np.ascontiguousarray(values, dtype=dtypes.storage_dtype(storage))
         return packed.tobytes(), Raw(storage)
