@@ -135,3 +135,28 @@ def test_running_statistics_of_similar_scale_share_a_group_each_within_one_perce
             err = out[name].astype(np.float64) - new[name]
             assert np.linalg.norm(err) <= 0.01 * np.linalg.norm(delta) * 1.001 + 1e-6
     assert report.relative_error <= 0.05  # statistics stay out of the weights' error
+
+
+def test_adaptive_codecs_reorder_small_tensors_only_across_scales() -> None:
+    """ctx orders small tensors quietest first, but by factor-4 scale classes and stably:
+    same-scale members keep the update's order, so the zstd-packed member table of a model
+    with thousands of similar small tensors stays as small as uniform's."""
+    from nnupdate.codecs.rdoq import CtxCodec
+    from nnupdate.update import _plan_groups, _scale_class
+
+    rng = np.random.default_rng(0)
+    base = {f"layer{i}.b": np.zeros(10, np.float32) for i in range(3000)}
+    base["loud.b"] = np.zeros(10, np.float32)
+    new = {k: (rng.normal(size=10) * 0.01).astype(np.float32) for k in base}
+    new["loud.b"] = np.full(10, 5.0, np.float32)  # 500x the others: belongs at the end
+    update = nnupdate.diff(base, new)
+    members = [m for group in _plan_groups(update, CtxCodec(step=1e-3)).values() for m in group]
+    assert members[-1].name == "loud.b"
+    classes = [_scale_class(m) for m in members]
+    assert classes == sorted(classes) and len(set(classes[:-1])) <= 3  # 4x classes span the spread
+    for c in set(classes):  # within a class, the update's order
+        order = [int(m.name[5:-2]) for m, k in zip(members, classes) if k == c and m.name != "loud.b"]
+        assert order == sorted(order)
+    ctx = nnupdate.encode_with_report(update, "ctx:max_rel_error=0.05")
+    uniform = nnupdate.encode_with_report(update, "uniform:max_rel_error=0.05")
+    assert len(ctx.data) < len(uniform.data)
