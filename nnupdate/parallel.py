@@ -12,10 +12,12 @@ number of CPUs this process may run on, at most 8.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,6 +53,22 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], weights: Sequence[int]
     if workers <= 1 or sum(weights) < MIN_PARALLEL_ELEMENTS:
         return [fn(x) for x in items]
     order = sorted(range(len(items)), key=lambda i: -weights[i])
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnupdate") as pool:
+    with _one_blas_thread(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnupdate") as pool:
         futures = {i: pool.submit(fn, items[i]) for i in order}
         return [futures[i].result() for i in range(len(items))]
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """BLAS/LAPACK calls inside the records (numpy.linalg: a Gram matrix, an SVD) run on one
+    thread while the records themselves use the cores: otherwise each worker's BLAS spawns
+    threads of its own and they fight over the same cores (a transformer's encode ran at
+    half speed). The libraries are the ones loaded at the first parallel call; numpy's is
+    loaded at import, before any."""
+    return _blas_controller().limit(limits=1, user_api="blas")  # type: ignore[no-any-return]

@@ -103,3 +103,18 @@ def test_ctx_codes_a_low_rank_layer_as_factors_and_keeps_the_error_target() -> N
     applied = nnupdate.apply(base, nnupdate.decode(with_factors.data))
     err = applied["fc.weight"].astype(np.float64) - new["fc.weight"]
     assert np.linalg.norm(err) <= 0.06 * np.linalg.norm(delta)
+
+
+@pytest.mark.parametrize("shape,rank", [((64, 40), 3), ((40, 64), 3), ((128, 128), 10), ((30, 200), 1)])
+def test_gram_pretest_agrees_with_the_svd(shape: tuple[int, int], rank: int) -> None:
+    """The cheap skip (eigenvalues of the smaller Gram matrix) says 'exceeds' only when the
+    SVD's truncation error at that rank really exceeds the budget."""
+    from nnupdate.codecs.lowrank import _truncation_exceeds
+
+    g = np.random.default_rng(rank)
+    x = g.normal(size=(shape[0], rank)) @ g.normal(size=(rank, shape[1])) + 0.01 * g.normal(size=shape)
+    s = np.linalg.svd(x, compute_uv=False)
+    for r in (1, rank, rank + 2):
+        tail = float(np.sum(s[r:] ** 2))
+        assert _truncation_exceeds(x, r, tail * 0.99)  # just under the truncation: exceeds
+        assert not _truncation_exceeds(x, r, tail * 1.01)  # just over: the SVD must look

@@ -43,3 +43,19 @@ def test_bytes_and_decoded_values_do_not_depend_on_threads(monkeypatch: pytest.M
     assert out["1"][0] == out["2"][0]
     for k in new:
         assert np.array_equal(np.asarray(out["1"][1].changes[k].data), np.asarray(out["2"][1].changes[k].data))
+
+
+def test_blas_runs_on_one_thread_inside_the_record_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records on every core and a multi-threaded BLAS inside each would oversubscribe them:
+    while ordered_map runs its threads, BLAS is limited to one, and restored afterwards."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads(_: int) -> list[int]:  # numpy's BLAS: the one numpy.linalg in the records calls
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas" and "numpy" in lib["filepath"]]
+
+    monkeypatch.setenv("NNUPDATE_THREADS", "2")
+    before = blas_threads(0)
+    assert before  # numpy links a BLAS
+    inside = parallel.ordered_map(blas_threads, [0, 1, 2], [1 << 20] * 3)
+    assert all(n == 1 for threads in inside for n in threads)
+    assert blas_threads(0) == before

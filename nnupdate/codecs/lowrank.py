@@ -146,9 +146,11 @@ def best_lowrank(values: np.ndarray, spec: ArraySpec, max_squared_error: float, 
     if min(m, n) < 8 or m * n > MAX_SEARCH_ELEMENTS or max_squared_error <= 0:
         return None
     x = np.asarray(values, dtype=np.float64).reshape(m, n)
+    limit = min(MAX_RANK, (m * n) // (2 * (m + n)), MAX_WORK // (m * n))  # factors at most half the elements
+    if limit < 1 or _truncation_exceeds(x, limit, 0.9 * max_squared_error):
+        return None
     u, s, vt = _svd(values, x)
     tail_energy = np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]])  # tail_energy[r] = sum of s[r:]**2
-    limit = min(MAX_RANK, (m * n) // (2 * (m + n)), MAX_WORK // (m * n))  # factors at most half the elements
     ranks = [r for r in range(1, limit + 1) if tail_energy[r] <= 0.9 * max_squared_error]
     if not ranks:
         return None
@@ -175,6 +177,18 @@ def best_lowrank(values: np.ndarray, spec: ArraySpec, max_squared_error: float, 
                 break
             step *= 0.97
     return best
+
+
+def _truncation_exceeds(x: np.ndarray, rank: int, budget: float) -> bool:
+    """Whether the best rank-``rank`` approximation of ``x`` already misses ``budget`` (squared
+    error), judged from the eigenvalues of the smaller Gram matrix: a few times cheaper than
+    the SVD, which most dense layers (full rank at the target error) would otherwise pay for
+    nothing. The eigenvalues' rounding is allowed for, so a borderline case goes on to the SVD."""
+    gram = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
+    energy = np.clip(np.linalg.eigvalsh(gram), 0.0, None)  # ascending
+    total = float(energy.sum())
+    tail = float(energy[: max(energy.size - rank, 0)].sum())  # energy beyond the top ``rank``
+    return tail - 1e-9 * total > budget
 
 
 def _largest_step(x: np.ndarray, a: np.ndarray, b: np.ndarray, budget: float, truncation: float) -> float:
