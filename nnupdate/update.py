@@ -7,6 +7,7 @@ Nothing here knows which framework produced the tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -546,7 +547,9 @@ def encode_records(update: Update, codec: Codec, dry: bool = False) -> tuple[lis
 def encode_with_report(update: Update, codec: Codec | str = "uniform") -> EncodeReport:
     """Encode ``update`` and report per-tensor bytes and distortion (measured, not estimated)."""
     started = time.perf_counter()
-    chosen = parse_codec(codec).prepare(update)
+    chosen, done = parse_codec(codec).prepare_measured(update)
+    if done is not None:
+        return dataclasses.replace(done, seconds=time.perf_counter() - started)
     records, reports = encode_records(update, chosen)
     header = Header(update.kind, update.base_fingerprint, update.round, update.producer, dict(update.metadata))
     data = serialize(Container(header, records, list(update.extra_chunks)))

@@ -453,3 +453,27 @@ def test_codec_options_are_validated() -> None:
     with pytest.raises(Exception):  # noqa: B017 - InputError from parse_codec
         parse_codec("ctx:ngt=0")
     assert isinstance(parse_codec("ctx:lam=0.2,check=8"), CtxCodec)
+
+
+def test_auto_reuses_the_winning_trial_encode_byte_for_byte() -> None:
+    """quant=auto encodes both candidates in full; the container returned is that trial's,
+    and it is exactly what the chosen codec writes when asked directly."""
+    base, new = _update(7)
+    u = diff(base, new)
+    report = encode_with_report(u, "ctx:max_rel_error=0.1")
+    assert report.codec.startswith("ctx:step=")
+    assert encode_with_report(u, report.codec).data == report.data
+
+
+def test_rate_control_on_a_row_sample_still_lands_on_the_target() -> None:
+    """Updates above 2 * SAMPLE_ELEMENTS fit the step on every k-th row first, then on dry
+    encodes of everything: the target is still met to within 0.2% from below."""
+    from nnupdate.codecs.rdoq import SAMPLE_ELEMENTS
+
+    g = np.random.default_rng(8)
+    rows = 2 * SAMPLE_ELEMENTS // 256 + 64
+    delta = g.laplace(size=(rows, 256)) * np.exp(g.normal(size=(rows, 1)))
+    base = {"emb": np.zeros((rows, 256), np.float32)}
+    u = diff(base, {"emb": (delta * 1e-3).astype(np.float32)})
+    report = encode_with_report(u, "ctx:max_rel_error=0.1,quant=fast")
+    assert 0.1 * 0.998 <= report.relative_error <= 0.1

@@ -33,7 +33,7 @@ from .uniform import Uniform
 from .zstd import Zstd
 
 if TYPE_CHECKING:
-    from ..update import TensorChange, Update
+    from ..update import EncodeReport, TensorChange, Update
 
 C = TypeVar("C", bound="Codec")
 
@@ -117,6 +117,11 @@ class Codec:
     def prepare(self: C, update: Update) -> C:
         """Resolve update-wide choices (a global step from a rate target); default: none."""
         return self
+
+    def prepare_measured(self: C, update: Update) -> tuple[C, EncodeReport | None]:
+        """:meth:`prepare`, plus the encode of ``update`` by the prepared codec when preparing
+        already made it (a rate search's final trial), so it is not made twice; default: none."""
+        return self.prepare(update), None
 
     def plan(self, change: TensorChange) -> Plan:
         if change.combine in (Combine.KEEP, Combine.REMOVE):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -242,6 +243,11 @@ class CtxCodec(Codec):
     def prepare(self, update: Update) -> CtxCodec:
         return self._prepare(update, {})
 
+    def prepare_measured(self, update: Update) -> tuple[CtxCodec, EncodeReport | None]:
+        measured: dict[CtxCodec, EncodeReport] = {}
+        chosen = self._prepare(update, measured)
+        return chosen, measured.get(chosen)  # quant=auto encoded both candidates in full
+
     def _prepare(self, update: Update, measured: dict[CtxCodec, EncodeReport]) -> CtxCodec:
         """:meth:`prepare`, with ``measured`` holding every trial encode of this call (the
         rate search's last trial is the comparison's candidate: it is not encoded twice)."""
@@ -349,8 +355,8 @@ def _error(update: Update, codec: CtxCodec, measured: dict[CtxCodec, EncodeRepor
 def _step_for_error(
     update: Update, codec: CtxCodec, deltas: list[np.ndarray], target: float, measured: dict[CtxCodec, EncodeReport]
 ) -> float:
-    """Largest step with RDOQ error <= target: a secant search on the quantizer alone, then
-    measured checks on dry encodes."""
+    """Largest step with RDOQ error <= target: a secant search on the quantizer alone (first
+    on a sample of rows when the update is large), then measured checks on dry encodes."""
     from ..rate import step_for_max_rel_error
 
     peak = max(float(np.abs(d).max()) for d in deltas)
@@ -358,21 +364,61 @@ def _step_for_error(
         return 1.0
     lam = codec.dq_lam if codec.quant == "dq" else codec.resolved_lam()
 
+    def error_of(arrays: list[np.ndarray]) -> Callable[[float], float]:
+        return lambda step: rdoq_relative_error(arrays, step, lam, codec.ngt, codec.quant)
+
+    step = step_for_max_rel_error(deltas, target)
+    if sum(d.size for d in deltas) > 2 * SAMPLE_ELEMENTS:
+        # the step a sample of rows needs is within a percent or so of the full one
+        step = _secant_search(error_of(_row_sample(deltas)), step, target, peak, SAMPLE_TOLERANCE)
+    else:
+        step = _secant_search(error_of(deltas), step, target, peak, SEARCH_TOLERANCE)
+    # then on what the decoder will produce (row groups, the transform's rounding, the
+    # tensor type): dry encodes of the container, from the step found above
+    dry: dict[float, float] = {}
+
+    def container_error(trial: float) -> float:
+        if trial not in dry:
+            dry[trial] = _error(update, codec.with_step(trial), measured)
+        return dry[trial]
+
+    step = _secant_search(container_error, step, target, peak, SEARCH_TOLERANCE)
+    for _ in range(100):  # the search found nothing at or below the target: shrink until it holds
+        if container_error(step) <= target:
+            return step
+        step *= 0.995
+    raise InputError(f"ctx: no step reaches relative error {target}")
+
+
+#: rate control first fits the step on about this many elements (whole rows) of a larger update
+SAMPLE_ELEMENTS = 1 << 19
+SAMPLE_TOLERANCE = 1e-2
+
+
+def _row_sample(deltas: list[np.ndarray]) -> list[np.ndarray]:
+    """Every k-th row of the large deltas (rows as the ctx coder scans them), small ones whole,
+    about SAMPLE_ELEMENTS elements in all."""
+    stride = -(-sum(d.size for d in deltas) // SAMPLE_ELEMENTS)
+    out = []
+    for d in deltas:
+        rows, rowlen = layout(d.shape)
+        out.append(d.reshape(rows, rowlen)[::stride] if rows >= 4 * stride else d)
+    return out
+
+
+def _secant_search(error: Callable[[float], float], step: float, target: float, peak: float, tolerance: float) -> float:
+    """Largest step with ``error(step) <= target`` to within ``tolerance`` (relative, on the
+    error), from the guess ``step``.
+
+    Error grows about like a power of the step (err ~ c * step**alpha, alpha near 1):
+    secant steps in log-log, aimed a hair below the target so they tend to land on the
+    feasible side, kept inside the bracket known so far; two to four passes where a
+    bisection took six to nine. Returns the smallest step tried if none met the target.
+    """
     seen: dict[float, float] = {}
-
-    def error(step: float) -> float:
-        if step not in seen:
-            seen[step] = rdoq_relative_error(deltas, step, lam, codec.ngt, codec.quant)
-        return seen[step]
-
-    # error grows about like a power of the step (err ~ c * step**alpha, alpha near 1):
-    # secant steps in log-log from the nearest-rounding guess, aimed a hair below the
-    # target so they tend to land on the feasible side, kept inside the bracket known so
-    # far; three or four quantizer passes where a bisection took six to nine
     lo, e_lo = 0.0, 0.0  # largest step known to meet the target, and its error
     hi = math.inf  # smallest step known to miss it
-    step = step_for_max_rel_error(deltas, target)
-    err = error(step)
+    err = seen[step] = error(step)
     previous: tuple[float, float] | None = None
     for _ in range(40):
         if err <= target:
@@ -380,44 +426,21 @@ def _step_for_error(
                 lo, e_lo = step, err
         else:
             hi = min(hi, step)
-        if e_lo >= target * (1 - SEARCH_TOLERANCE) or (lo > 0 and hi / lo < 1 + SEARCH_TOLERANCE):
+        if e_lo >= target * (1 - tolerance) or (lo > 0 and hi / lo < 1 + tolerance):
             break
         alpha = 1.0
         if previous is not None and previous[1] > 0 and err > 0 and previous[1] != err:
             alpha = min(max(math.log(err / previous[1]) / math.log(step / previous[0]), 0.3), 3.0)
-        proposal = step * (target * (1 - SEARCH_TOLERANCE / 2) / err) ** (1 / alpha) if err > 0 else step * 4
+        proposal = step * (target * (1 - tolerance / 2) / err) ** (1 / alpha) if err > 0 else step * 4
         if not lo < proposal < hi:  # outside the bracket: bisect it (or widen the open side)
             proposal = math.sqrt(lo * hi) if lo > 0 and hi < math.inf else (lo * 2 if lo > 0 else hi / 2)
         proposal = min(max(proposal, peak * 1e-9), peak * 4)
-        if proposal == step:
+        if proposal in seen:
             break
         previous = (step, err)
         step, err = proposal, error(proposal)
-    step = lo if lo > 0 else min(seen)
-    for _ in range(100):  # the decoder rounds to the tensor's type: check the real thing
-        err = _error(update, codec.with_step(step), measured)
-        if err <= target:
-            return _closer_on_measured(update, codec, step, err, target, measured)
-        step *= 0.995
-    raise InputError(f"ctx: no step reaches relative error {target}")
-
-
-def _closer_on_measured(
-    update: Update, codec: CtxCodec, step: float, err: float, target: float, measured: dict[CtxCodec, EncodeReport]
-) -> float:
-    """``step`` (measured error ``err`` <= target) moved up towards the target on measured
-    encodes: the search above runs on per-tensor quantizer passes, which can misjudge the
-    container's error (row groups, the transform's rounding) by a fraction of a percent,
-    and every 0.1% of error left unused is rate spent for nothing."""
-    for _ in range(2):
-        if err <= 0 or err >= target * 0.998:
-            break
-        trial = step * (target / err) * 0.999  # error grows about in proportion to the step
-        trial_err = _error(update, codec.with_step(trial), measured)
-        if trial_err > target:
-            break
-        step, err = trial, trial_err
-    return step
+        seen[step] = err
+    return lo if lo > 0 else min(seen)
 
 
 def _step_for_bits(
