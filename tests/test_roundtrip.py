@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -226,6 +226,8 @@ def test_rans_rate_near_entropy() -> None:
 
 @FAST
 @given(st.sampled_from(["float16", "bfloat16"]), hnp.arrays(np.float32, shapes, elements=st.floats(width=32)))
+@example("bfloat16", np.array(3.3961775e38, dtype=np.float32))  # a 0-d array that overflows
+@example("float16", np.array([1.0, 7e4, -np.inf], dtype=np.float32))
 def test_raw_cast_rounds_to_nearest(storage: str, values: np.ndarray) -> None:
     """IEEE round-to-nearest into the narrow type, except that a finite value the cast
     would turn into an infinity is refused instead of stored."""

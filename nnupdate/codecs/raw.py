@@ -45,9 +45,10 @@ class Raw(ArrayToBytes):
             wide = np.asarray(values, dtype=np.float64)
             packed = dtypes.from_float64(wide, storage)
             if storage != spec.dtype:  # a narrowing cast must not turn finite values into infinities
-                overflow = np.isinf(dtypes.to_float64(packed, storage)) & np.isfinite(wide)
+                flat = wide.reshape(-1)
+                overflow = np.isinf(dtypes.to_float64(packed, storage).reshape(-1)) & np.isfinite(flat)
                 if overflow.any():
-                    peak = float(np.abs(wide[overflow]).max())
+                    peak = float(np.abs(flat[overflow]).max())
                     raise CodecError(f"raw: {int(overflow.sum())} values overflow {storage} (|x| up to {peak:.3g})")
         else:
             packed = np.ascontiguousarray(values, dtype=dtypes.storage_dtype(storage))
