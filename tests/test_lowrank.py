@@ -118,3 +118,10 @@ def test_gram_pretest_agrees_with_the_svd(shape: tuple[int, int], rank: int) -> 
         tail = float(np.sum(s[r:] ** 2))
         assert _truncation_exceeds(x, r, tail * 0.99)  # just under the truncation: exceeds
         assert not _truncation_exceeds(x, r, tail * 1.01)  # just over: the SVD must look
+
+
+def test_best_lowrank_refuses_nan_with_a_codec_error() -> None:
+    x = np.ones((16, 16))
+    x[0, 0] = np.nan
+    with pytest.raises(CodecError, match="NaN"):
+        best_lowrank(x, ArraySpec((16, 16), "float32"), 1.0, entropy_tails("auto", 256))

@@ -146,6 +146,8 @@ def best_lowrank(values: np.ndarray, spec: ArraySpec, max_squared_error: float, 
     if min(m, n) < 8 or m * n > MAX_SEARCH_ELEMENTS or max_squared_error <= 0:
         return None
     x = np.asarray(values, dtype=np.float64).reshape(m, n)
+    if not np.isfinite(x).all():
+        raise CodecError("lowrank: input holds NaN or infinity")
     limit = min(MAX_RANK, (m * n) // (2 * (m + n)), MAX_WORK // (m * n))  # factors at most half the elements
     if limit < 1 or _truncation_exceeds(x, limit, 0.9 * max_squared_error):
         return None
@@ -185,7 +187,10 @@ def _truncation_exceeds(x: np.ndarray, rank: int, budget: float) -> bool:
     the SVD, which most dense layers (full rank at the target error) would otherwise pay for
     nothing. The eigenvalues' rounding is allowed for, so a borderline case goes on to the SVD."""
     gram = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
-    energy = np.clip(np.linalg.eigvalsh(gram), 0.0, None)  # ascending
+    try:
+        energy = np.clip(np.linalg.eigvalsh(gram), 0.0, None)  # ascending
+    except np.linalg.LinAlgError:  # (finite input, e.g. an overflowing Gram matrix): let the SVD judge
+        return False
     total = float(energy.sum())
     tail = float(energy[: max(energy.size - rank, 0)].sum())  # energy beyond the top ``rank``
     return tail - 1e-9 * total > budget
