@@ -415,7 +415,7 @@ def _plan_groups(update: Update, codec: Codec) -> dict[str, list[TensorChange]]:
             # quietest first: an adaptive coder then sees the magnitudes of the concatenation
             # rise steadily instead of jumping between, say, a BatchNorm scale and a bias
             # (ctx on ResNet-56: the group 3-5% smaller, 0.1-0.5% of the container). By
-            # half-octave of RMS, stable: members of one scale keep the update's order, so
+            # factor-4 class of RMS, stable: members of one scale keep the update's order, so
             # the member table (names, zstd-packed) is not shuffled where nothing is gained
             members.sort(key=_scale_class)
         for chunk in _chunks(members, GROUP_MAX_ELEMENTS * GROUP_MAX_MEMBERS):

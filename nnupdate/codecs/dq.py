@@ -88,7 +88,7 @@ def dq_reconstruct(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         raise CodecError(f"dq: levels must be integers, not {flat.dtype}")
     if flat.size == 0:
         return np.zeros(0, dtype=np.int64)
-    if flat.dtype.kind == "u" or flat.dtype.itemsize > 8:
+    if flat.dtype.kind == "u":
         flat = flat.astype(np.int64)  # uint64 would not compare as signed in the kernel
     index, ok = _dq_kernel.reconstruct(flat, rows, rowlen, _LIMIT)
     if not ok:

@@ -169,7 +169,7 @@ def rdoq_relative_error(deltas: list[np.ndarray], step: float, lam: float, ngt: 
     return float(np.sqrt(err / norm)) if norm > 0 else 0.0
 
 
-#: the error search stops within this fraction below the target (measured steps refine it)
+#: the error search stops within this fraction below the target
 SEARCH_TOLERANCE = 2e-3
 
 #: RDOQ lambdas of ``lam=-1``: the default, and the one for error targets >= COARSE_ERROR
@@ -406,6 +406,30 @@ def _row_sample(deltas: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def _power_law_step(
+    step: float,
+    value: float,
+    previous: tuple[float, float] | None,
+    aim: float,
+    exponent: float,
+    bounds: tuple[float, float],
+    lo: float,
+    hi: float,
+    widen: float,
+) -> float:
+    """The next trial step of a secant search in log-log: the power law ``value ~ step**k``
+    through ``previous`` and ``(step, value)`` (``k`` clamped to ``bounds``; ``exponent``
+    when there is no usable previous point) solved for ``aim``. Outside the bracket
+    ``(lo, hi)`` it is replaced by the bracket's geometric middle, or, with one side still
+    open, by the known end moved ``widen`` times further out. ``value`` must be > 0."""
+    if previous is not None and previous[1] > 0 and previous[1] != value and previous[0] != step:
+        exponent = min(max(math.log(value / previous[1]) / math.log(step / previous[0]), bounds[0]), bounds[1])
+    proposal = step * (aim / value) ** (1 / exponent)
+    if not lo < proposal < hi:
+        proposal = math.sqrt(lo * hi) if lo > 0 and hi < math.inf else (lo * widen if lo > 0 else hi / widen)
+    return proposal
+
+
 def _secant_search(error: Callable[[float], float], step: float, target: float, peak: float, tolerance: float) -> float:
     """Largest step with ``error(step) <= target`` to within ``tolerance`` (relative, on the
     error), from the guess ``step``.
@@ -428,12 +452,10 @@ def _secant_search(error: Callable[[float], float], step: float, target: float, 
             hi = min(hi, step)
         if e_lo >= target * (1 - tolerance) or (lo > 0 and hi / lo < 1 + tolerance):
             break
-        alpha = 1.0
-        if previous is not None and previous[1] > 0 and err > 0 and previous[1] != err:
-            alpha = min(max(math.log(err / previous[1]) / math.log(step / previous[0]), 0.3), 3.0)
-        proposal = step * (target * (1 - tolerance / 2) / err) ** (1 / alpha) if err > 0 else step * 4
-        if not lo < proposal < hi:  # outside the bracket: bisect it (or widen the open side)
-            proposal = math.sqrt(lo * hi) if lo > 0 and hi < math.inf else (lo * 2 if lo > 0 else hi / 2)
+        if err > 0:
+            proposal = _power_law_step(step, err, previous, target * (1 - tolerance / 2), 1.0, (0.3, 3.0), lo, hi, 2.0)
+        else:
+            proposal = step * 4
         proposal = min(max(proposal, peak * 1e-9), peak * 4)
         if proposal in seen:
             break
@@ -475,12 +497,8 @@ def _step_for_bits(
             hi = min(hi, step)
         if lo > 0 and hi < math.inf and hi / lo < 1 + 1e-9:
             break
-        slope = -0.7  # a first guess: bits fall a little slower than the step grows
-        if previous is not None and previous[1] != r and previous[0] != step:
-            slope = min(max(math.log(r / previous[1]) / math.log(step / previous[0]), -4.0), -0.05)
-        proposal = step * (bits / r) ** (1 / slope)
-        if not lo < proposal < hi:  # outside the bracket: bisect it (or widen the open side)
-            proposal = math.sqrt(lo * hi) if lo > 0 and hi < math.inf else (lo * 4 if lo > 0 else hi / 4)
+        # a first guess of the exponent: bits fall a little slower than the step grows
+        proposal = _power_law_step(step, r, previous, bits, -0.7, (-4.0, -0.05), lo, hi, 4.0)
         if proposal < smallest:
             raise InputError(f"ctx: {bits} bits/param is beyond what the smallest step reaches")
         if proposal > largest:
