@@ -18,6 +18,12 @@ items (total bytes / total parameters, sqrt(sum err^2 / sum norm^2)). Three fami
     local training minus the global model it started from, all float tensors of the
     state dict, BatchNorm statistics included) of ``FED_CLIENTS`` clients at an early,
     a middle and a late round.
+``transformer-adamw``
+    A 4-layer transformer encoder (width 128, 8 row tokens of the 8x8 digits) trained
+    with AdamW on digits 0-4, then fine-tuned ``TFM_FINETUNE_STEPS`` AdamW steps on all
+    ten classes: the kind of update most fine-tuning produces today (Adam's steps are
+    close to sign-like, attention and MLP matrices instead of convolutions). Not one
+    of issue 7's workloads; a check that the codecs are not tuned to SGD and CNNs.
 ``gennorm-b0.5`` / ``gennorm-b1`` / ``gennorm-b2``
     i.i.d. generalized-normal samples (a sanity check where the order-0 model is exact).
 
@@ -56,6 +62,10 @@ FED_LR = 0.05
 FED_SNAPSHOTS = {"fedavg-early": 1, "fedavg-mid": 15, "fedavg-late": 30}
 FED_CLIENTS = (0, 3, 6)
 GENNORM_SHAPE = (256, 512)
+TFM_WIDTH = 128
+TFM_LAYERS = 4
+TFM_PRETRAIN_STEPS = 300
+TFM_FINETUNE_STEPS = 30
 
 Item = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 
@@ -256,6 +266,54 @@ def make_fedavg(log: Callable[[str], None] = print) -> dict[str, list[Item]]:
     return out
 
 
+# ----------------------------------------------------------------------------- transformer
+
+
+def make_transformer(log: Callable[[str], None] = print) -> Item:
+    """(base, new) of the AdamW fine-tuning of a small transformer classifier."""
+    import torch
+    from torch import nn
+
+    from nnupdate.tasks import digits
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+
+    class RowTransformer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(8, TFM_WIDTH)
+            self.position = nn.Parameter(0.02 * torch.randn(8, TFM_WIDTH))
+            layer = nn.TransformerEncoderLayer(TFM_WIDTH, 4, 4 * TFM_WIDTH, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, TFM_LAYERS, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(TFM_WIDTH)
+            self.head = nn.Linear(TFM_WIDTH, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = self.embed(x.reshape(-1, 8, 8)) + self.position
+            return self.head(self.norm(self.encoder(tokens).mean(1)))
+
+    x, y, _, _ = digits.load_arrays(0)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model = RowTransformer()
+    rng = np.random.default_rng(0)
+
+    def train(pool: np.ndarray, steps: int, lr: float) -> None:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        for _ in range(steps):
+            idx = torch.from_numpy(rng.choice(pool, size=64, replace=False))
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+
+    started = time.perf_counter()
+    train(np.flatnonzero(y < 5), TFM_PRETRAIN_STEPS, 1e-3)
+    base = _state(model)
+    train(np.arange(len(y)), TFM_FINETUNE_STEPS, 3e-4)
+    log(f"  transformer trained ({time.perf_counter() - started:.0f}s)")
+    return base, _state(model)
+
+
 # ----------------------------------------------------------------------------- GenNorm
 
 
@@ -274,6 +332,7 @@ DESCRIPTIONS = {
     "fedavg-early": f"FedAvg CNN client updates, round {FED_SNAPSHOTS['fedavg-early']}, {len(FED_CLIENTS)} clients",
     "fedavg-mid": f"FedAvg CNN client updates, round {FED_SNAPSHOTS['fedavg-mid']}, {len(FED_CLIENTS)} clients",
     "fedavg-late": f"FedAvg CNN client updates, round {FED_SNAPSHOTS['fedavg-late']}, {len(FED_CLIENTS)} clients",
+    "transformer-adamw": "transformer encoder, AdamW fine-tuning diff",
     "gennorm-b0.5": "iid GenNorm beta=0.5",
     "gennorm-b1": "iid GenNorm beta=1 (Laplace)",
     "gennorm-b2": "iid GenNorm beta=2 (Gaussian)",
@@ -283,15 +342,24 @@ NAMES = tuple(DESCRIPTIONS)
 REALISTIC = ("resnet56-trainable", "fedavg-early", "fedavg-mid", "fedavg-late")
 
 
-def _config_tag() -> str:
+#: the constants each workload family is generated from (its cache tag hashes them)
+FAMILY_PREFIXES = {"resnet56": ("RESNET_",), "fedavg": ("FED_",), "transformer": ("TFM_",), "gennorm": ("GENNORM_",)}
+
+
+def _config_tag(name: str) -> str:
+    """Hash of VERSION and the constants of ``name``'s family: changing one family's
+    settings regenerates that family only."""
+    prefixes = next(p for family, p in FAMILY_PREFIXES.items() if name.startswith(family))
     config = {
-        k: v for k, v in globals().items() if k.isupper() and isinstance(v, (int, float, str, tuple, dict)) and k != "DESCRIPTIONS"
+        k: v
+        for k, v in globals().items()
+        if (k == "VERSION" or k.startswith(prefixes)) and isinstance(v, (int, float, str, tuple, dict))  # not paths
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _path(cache: Path, name: str) -> Path:
-    return cache / f"{name}.{_config_tag()}.npz"
+    return cache / f"{name}.{_config_tag(name)}.npz"
 
 
 def _save(path: Path, items: list[Item]) -> None:
@@ -331,6 +399,9 @@ def _generate(names: Iterable[str], cache: Path, log: Callable[[str], None]) -> 
         log("generating fedavg workloads (10 non-IID clients)")
         for name, items in make_fedavg(log).items():
             _save(_path(cache, name), items)
+    if "transformer-adamw" in names:
+        log("generating the transformer workload (AdamW on digits)")
+        _save(_path(cache, "transformer-adamw"), [make_transformer(log)])
     for n in names:
         if n.startswith("gennorm-b"):
             _save(_path(cache, n), [gennorm_item(float(n.removeprefix("gennorm-b")))])
