@@ -172,3 +172,24 @@ def test_bench_run_writes_all_outputs(tmp_path: Path, monkeypatch: pytest.Monkey
     (row,) = [r for r in result["rd_summary"] if r["target_rel_err"] == 0.1]
     assert row["best_codec"] == "uniform" and row["best_bpp"] > 0
     assert "NNCodec skipped" in result["nncodec"]
+
+
+def test_shannon_bound_matches_gaussian_rate_distortion() -> None:
+    """On i.i.d. Gaussian deltas the memoryless bound is R(D) = log2(1 / e) per element
+    (D = e^2 sigma^2), and a tensor whose energy lies below the water level costs nothing."""
+    from tools import bench_vs_nncodec
+
+    rng = np.random.default_rng(0)
+    gauss = rng.standard_normal(1 << 17)
+    item = ({"w": np.zeros(gauss.size, np.float32)}, {"w": gauss.astype(np.float32)})
+    bits = bench_vs_nncodec.shannon_bound_bits(item, 0.1) / gauss.size
+    assert bits == pytest.approx(np.log2(10.0), abs=0.03)
+
+    quiet = 1e-3 * rng.standard_normal(1 << 12)  # far below D: water-filling gives it no bits
+    both = (
+        {"w": item[0]["w"], "quiet.weight": np.zeros(quiet.size, np.float32)},
+        {"w": item[1]["w"], "quiet.weight": quiet.astype(np.float32)},
+    )
+    alone = bench_vs_nncodec.shannon_bound_bits(item, 0.1)
+    assert bench_vs_nncodec.shannon_bound_bits(both, 0.1) == pytest.approx(alone, rel=1e-3)  # the histogram grid moves a little
+    assert bench_vs_nncodec.shannon_bound_bits(({"w": np.zeros(8, np.float32)}, {"w": np.zeros(8, np.float32)}), 0.1) == 0.0
