@@ -91,7 +91,12 @@ def to_float64(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def from_float64(values: np.ndarray, name: str) -> np.ndarray:
-    """Round float64 values to tensor type ``name`` (round-to-nearest-even, IEEE)."""
-    if name == BFLOAT16:
-        return float32_to_bfloat16(values.astype(np.float32))
-    return values.astype(storage_dtype(name))
+    """Round float64 values to tensor type ``name`` (round-to-nearest-even, IEEE).
+
+    Values beyond the type's range become infinities, as IEEE rounding defines; callers
+    that must not produce them check (raw's narrowing cast refuses), so numpy's overflow
+    warning would only be noise to the user."""
+    with np.errstate(over="ignore"):
+        if name == BFLOAT16:
+            return float32_to_bfloat16(values.astype(np.float32))
+        return values.astype(storage_dtype(name))

@@ -56,7 +56,7 @@ def encode(
     codec: Annotated[str, typer.Option(help="NAME[:key=value,...]; see `nnupdate codecs`.")] = "uniform",
     step: Annotated[float | None, typer.Option(help="Global quantizer step (overrides the codec's).")] = None,
     max_rel_error: Annotated[float | None, typer.Option(help="Largest step whose relative L2 error stays below E.")] = None,
-    target_bits: Annotated[float | None, typer.Option(help="Bisect the step until the file costs B bits/param (codecs with a target_bits option, e.g. rd).")] = None,
+    target_bits: Annotated[float | None, typer.Option(help="Search the step until the file costs B bits/param (codecs with a target_bits option, e.g. rd).")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Pick the step minimising bytes + LAMBDA * squared error (e.g. rd).")] = None,
     round_: Annotated[int, typer.Option("--round", help="Sequence/round number stored in the header.")] = 0,
     meta: Annotated[list[str] | None, typer.Option(help="KEY=VALUE metadata (repeatable).")] = None,
