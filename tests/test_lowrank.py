@@ -125,3 +125,19 @@ def test_best_lowrank_refuses_nan_with_a_codec_error() -> None:
     x[0, 0] = np.nan
     with pytest.raises(CodecError, match="NaN"):
         best_lowrank(x, ArraySpec((16, 16), "float32"), 1.0, entropy_tails("auto", 256))
+
+
+def test_largest_step_passes_its_budget_and_is_near_the_largest() -> None:
+    """The fitted step's real error is within the budget, and a step 2% larger is not (on
+    a smooth low-rank case, where the error grows with the step)."""
+    from nnupdate.codecs.lowrank import _error, _largest_step, balanced_factors
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((96, 3)) @ rng.standard_normal((3, 80)) + 0.01 * rng.standard_normal((96, 80))
+    a, b = balanced_factors(x, 3)
+    truncation = float(np.sum((x - a @ b) ** 2))
+    for share in (1.5, 3.0, 10.0):
+        budget = share * truncation
+        step = _largest_step(x, a, b, budget, truncation)
+        assert _error(x, a, b, step) <= budget
+        assert _error(x, a, b, 1.02 * step) > budget or _error(x, a, b, 1.05 * step) > budget
