@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import (
     codecs,  # noqa: F401  (registers built-in stages and codecs)
     distill,  # noqa: F401  (registers the soft-label stages simplex and rowsparse)
+    progress,  # noqa: F401  (nnupdate.progress.listening: progress events of long calls)
 )
 from .codecs import parse_codec
 from .errors import (

@@ -16,8 +16,10 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
+
+from . import progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,19 +44,32 @@ def threads() -> int:
     return max(1, min(cpus, MAX_THREADS))
 
 
-def ordered_map(fn: Callable[[T], R], items: Sequence[T], weights: Sequence[int]) -> list[R]:
+def ordered_map(fn: Callable[[T], R], items: Sequence[T], weights: Sequence[int], phase: str | None = None) -> list[R]:
     """``[fn(x) for x in items]``, on threads when the work is large enough.
 
     Work is handed out heaviest first (so one big record does not start last), results
     come back in ``items`` order, and when several items fail the error raised is the
-    first one in that order, as in the serial loop.
+    first one in that order, as in the serial loop. With a ``phase``, the weight done so
+    far is reported (:mod:`nnupdate.progress`) as items finish.
     """
+    total = sum(weights)
     workers = min(threads(), len(items))
-    if workers <= 1 or sum(weights) < MIN_PARALLEL_ELEMENTS:
-        return [fn(x) for x in items]
+    if workers <= 1 or total < MIN_PARALLEL_ELEMENTS:
+        out = []
+        for i, x in enumerate(items):
+            out.append(fn(x))
+            if phase is not None:
+                progress.report(phase, sum(weights[: i + 1]), total)
+        return out
     order = sorted(range(len(items)), key=lambda i: -weights[i])
     with _one_blas_thread(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnupdate") as pool:
         futures = {i: pool.submit(fn, items[i]) for i in order}
+        if phase is not None:
+            index = {f: i for i, f in futures.items()}
+            done = 0
+            for future in as_completed(futures.values()):
+                done += weights[index[future]]
+                progress.report(phase, done, total)
         return [futures[i].result() for i in range(len(items))]
 
 

@@ -540,7 +540,7 @@ def encode_records(update: Update, codec: Codec, dry: bool = False) -> tuple[lis
         else:
             jobs.append(functools.partial(encode_change, change, codec, dry=dry))
             weights.append(change.size)
-    done = parallel.ordered_map(lambda job: job(), jobs, weights)
+    done = parallel.ordered_map(lambda job: job(), jobs, weights, phase=None if dry else "encoding")
     return [record for record, _ in done], [report for _, report in done]
 
 
@@ -606,7 +606,7 @@ def decode_record(record: TensorRecord) -> list[TensorChange]:
 
 def from_container(container: Container) -> Update:
     h = container.header
-    decoded = parallel.ordered_map(decode_record, container.tensors, [r.size for r in container.tensors])
+    decoded = parallel.ordered_map(decode_record, container.tensors, [r.size for r in container.tensors], phase="decoding")
     changes = {c.name: c for changes in decoded for c in changes}
     return Update(changes, h.kind, h.base_fingerprint, h.round, h.producer, dict(h.metadata), list(container.extra_chunks))
 

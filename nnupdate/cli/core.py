@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .output import console, emit_json, human_bytes
+from .output import console, emit_json, human_bytes, library_progress
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
@@ -88,7 +88,8 @@ def encode(
         from ..adapters.namemap import attach_tensor_digests
 
         digest_bytes = attach_tensor_digests(update, base_tensors) + 16  # + chunk framing
-    report = encode_with_report(update, chosen)
+    with library_progress(not json_):
+        report = encode_with_report(update, chosen)
     atomic_write(output, report.data)
     seconds = report.seconds
     float_bytes = 4 * report.coded_parameters
@@ -138,7 +139,8 @@ def apply_(
     from ..io import load
     from ..update import apply
 
-    update = load(update_file)
+    with library_progress(True):
+        update = load(update_file)
     base_tensors = adapters.read_tensors(base)
     if name_map is not None:
         from ..adapters.namemap import apply_with_name_map
@@ -177,7 +179,8 @@ def decode(
     from .. import adapters
     from ..io import load
 
-    update = load(update_file)
+    with library_progress(True):
+        update = load(update_file)
     arrays = {name: c.data for name, c in update.changes.items() if c.data is not None}
     adapters.write_tensors(output, arrays)
     console().print(f"wrote [bold]{output}[/] ({len(arrays)} tensors)")
@@ -222,7 +225,8 @@ def verify(update_file: Annotated[Path, typer.Argument(metavar="UPDATE")]) -> No
     """Check every checksum and decode every tensor; exit 0 only if all is sound."""
     from ..io import load
 
-    update = load(update_file)
+    with library_progress(True):
+        update = load(update_file)
     console().print(f"{update_file}: OK ({len(update.changes)} tensors decoded, all checksums match)")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -32,3 +34,35 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000
     return f"{n:.2f} GB"
+
+
+@contextlib.contextmanager
+def library_progress(enabled: bool) -> Iterator[None]:
+    """Draw the library's progress events (:mod:`nnupdate.progress`) as a transient bar
+    on stderr while the block runs: a bar for phases of known size, a spinner with the
+    trial count and its outcome for searches. Off with ``enabled`` false or when stderr is
+    not a terminal (pipes, CI logs, --json)."""
+    if not enabled or not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+    from .. import progress
+
+    bar = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    )  # fmt: skip
+    tasks: dict[str, TaskID] = {}
+
+    def show(event: progress.Event) -> None:
+        if event.phase not in tasks:
+            tasks[event.phase] = bar.add_task(event.phase, total=event.total or None, detail="")
+        if event.total:
+            bar.update(tasks[event.phase], completed=event.done, total=event.total, detail=event.detail)
+        else:
+            bar.update(tasks[event.phase], detail=f"trial {event.done:.0f}: {event.detail}")
+
+    with bar, progress.listening(show):
+        yield

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import parallel
+from .. import parallel, progress
 from ..errors import CodecError, InputError
 from ..format import Combine
 from . import transform
@@ -364,8 +364,15 @@ def _step_for_error(
         return 1.0
     lam = codec.dq_lam if codec.quant == "dq" else codec.resolved_lam()
 
+    trials = progress.Trials(f"ctx: searching the step ({codec.quant})")
+
     def error_of(arrays: list[np.ndarray]) -> Callable[[float], float]:
-        return lambda step: rdoq_relative_error(arrays, step, lam, codec.ngt, codec.quant)
+        def error(step: float) -> float:
+            err = rdoq_relative_error(arrays, step, lam, codec.ngt, codec.quant)
+            trials(f"step {step:.4g}: error {err:.4g}")
+            return err
+
+        return error
 
     step = step_for_max_rel_error(deltas, target)
     deltas = _pooled(deltas)
@@ -381,6 +388,7 @@ def _step_for_error(
     def container_error(trial: float) -> float:
         if trial not in dry:
             dry[trial] = _error(update, codec.with_step(trial), measured)
+            trials(f"step {trial:.4g}: error {dry[trial]:.4g} (container)")
         return dry[trial]
 
     step = _secant_search(container_error, step, target, peak, SEARCH_TOLERANCE)
@@ -494,10 +502,12 @@ def _step_for_bits(
     to five where bisecting from a x4 bracket took about seven.
     """
     seen: dict[float, float] = {}
+    trials = progress.Trials(f"ctx: searching the step for {bits} bits/param ({codec.quant})")
 
     def rate(step: float) -> float:
         if step not in seen:
             seen[step] = _measure(update, codec.with_step(step), measured).bits_per_parameter
+            trials(f"step {step:.4g}: {seen[step]:.4g} bits/param")
         return seen[step]
 
     from ..rate import step_for_max_rel_error
