@@ -55,11 +55,12 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], weights: Sequence[int]
     total = sum(weights)
     workers = min(threads(), len(items))
     if workers <= 1 or total < MIN_PARALLEL_ELEMENTS:
-        out = []
-        for i, x in enumerate(items):
+        out, done = [], 0
+        for x, weight in zip(items, weights):
             out.append(fn(x))
+            done += weight
             if phase is not None:
-                progress.report(phase, sum(weights[: i + 1]), total)
+                progress.report(phase, done, total)
         return out
     order = sorted(range(len(items)), key=lambda i: -weights[i])
     with _one_blas_thread(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnupdate") as pool:
