@@ -189,7 +189,17 @@ def diff(
             changes[name] = TensorChange(name, dtype, shape, Combine.XOR, flipped, role, base=source, target=target)
             continue
         if dtypes.is_float(dtype):
-            delta = dtypes.to_float64(storage_view(target), dtype) - dtypes.to_float64(storage_view(source), dtype)
+            with np.errstate(invalid="ignore"):  # inf - inf: caught just below
+                delta = dtypes.to_float64(storage_view(target), dtype) - dtypes.to_float64(storage_view(source), dtype)
+            if not np.isfinite(delta).all():
+                # An infinity or NaN where the tensor changed (a -inf attention mask that
+                # grew, a diverged weight) has no finite delta to quantize: store the bit
+                # patterns' XOR instead, which every codec codes losslessly, so the rest of
+                # the update stays lossy and the error target is met on the finite tensors.
+                bits = np.dtype(pipeline_dtype(dtype, Combine.XOR))
+                flipped = storage_view(source).view(bits) ^ storage_view(target).view(bits)
+                changes[name] = TensorChange(name, dtype, shape, Combine.XOR, flipped, role, base=source, target=target)
+                continue
         else:
             delta = storage_view(target) - storage_view(source)  # wraps, exactly invertible
         changes[name] = TensorChange(name, dtype, shape, Combine.ADD, delta, role, base=source, target=target)

@@ -125,6 +125,41 @@ def test_fp16_refuses_deltas_it_would_turn_into_infinities() -> None:
     assert np.all(np.isfinite(out["w"]))
 
 
+@pytest.mark.parametrize("codec", ["uniform", "ctx", "ctx:quant=fast", "rd", "m22", "topk", "fp16", "zstd"])
+def test_changes_without_a_finite_delta_are_stored_bit_exactly(codec: str) -> None:
+    """A -inf attention mask that grew, a NaN that stays while its neighbours move, a weight
+    that overflowed float16: no finite delta exists, so diff stores the bit patterns' XOR
+    and every codec codes it losslessly; the other tensors stay lossy at their target,
+    and numpy's invalid-value warnings do not leak."""
+    g = np.random.default_rng(4)
+    w = g.standard_normal((48, 40)).astype(np.float32)
+    mask = np.triu(np.full((12, 12), -np.inf, np.float32), 1)
+    grown = mask.copy()
+    grown[6, 2] = -np.inf
+    half = w[:6, :6].astype(np.float16)
+    blown = half.copy()
+    blown[1, 1] = np.inf
+    base = {"w": w, "mask": mask, "stats": np.array([1.0, np.nan, 2.0], np.float32), "half": half}
+    new = {
+        "w": w + (0.01 * g.standard_normal(w.shape)).astype(np.float32),
+        "mask": grown,
+        "stats": np.array([1.5, np.nan, 2.0], np.float32),
+        "half": blown,
+    }
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        update = nnupdate.diff(base, new)
+        assert [n for n, c in update.changes.items() if c.combine == Combine.XOR] == ["mask", "stats", "half"]
+        report = nnupdate.encode_with_report(update, codec)
+        out = nnupdate.apply(base, nnupdate.decode(report.data))
+    for name in ("mask", "stats", "half"):
+        assert storage_view(out[name]).tobytes() == storage_view(new[name]).tobytes()
+    if codec in ("uniform", "ctx", "ctx:quant=fast"):
+        assert 0 < report.relative_error <= 0.05  # the default target, on the finite tensor
+
+
 # ----------------------------------------------------------------------------- rANS
 
 

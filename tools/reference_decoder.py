@@ -560,18 +560,28 @@ def apply(base: dict[str, Tensor], dec: Decoded) -> dict[str, Tensor]:
 
 
 def main(argv: list[str]) -> int:
-    for path in argv:
-        with open(path, "rb") as fh:
-            try:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Decode .nnu files with the reference decoder (written from spec/ alone) and list their records.")
+    parser.add_argument("files", nargs="+", metavar="FILE.nnu")
+    status = 0
+    for path in parser.parse_args(argv).files:
+        try:
+            with open(path, "rb") as fh:
                 dec = decode(fh.read())
-            except RefError as exc:
-                print(f"{path}: refused: {exc}")
-                continue
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}")
+            status = 1
+            continue
+        except RefError as exc:
+            print(f"{path}: refused: {exc}")
+            status = 1
+            continue
         print(f"{path}: version {dec.version}, kind {dec.kind}, round {dec.round}, skipped {dec.skipped}")
         for rec in dec.tensors:
             ids = ",".join(f"{cid:#06x}" for cid, _ in rec.stages)
             print(f"  {rec.name!r} {rec.dtype}{list(rec.shape)} {rec.combine} [{ids}] {len(rec.payload)} B")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -130,6 +130,8 @@ class Codec:
             return Plan(change.combine, (), LOSSLESS_INT_TAILS)
         if change.combine == Combine.REPLACE:
             return Plan(Combine.REPLACE, (), LOSSLESS_BYTES_TAILS)
+        if change.combine == Combine.XOR:  # a float change with no finite delta (see diff): bit-exact
+            return Plan(Combine.XOR, (), LOSSLESS_BYTES_TAILS)
         if change.role == Role.STATISTIC and self.separate_statistics and not self.lossless and change.data is not None:
             return plan_statistic(change)
         return self.plan_float_delta(change)
