@@ -17,10 +17,12 @@ def relative_error(deltas: Sequence[np.ndarray], step: float, rounding: str = "n
     err = 0.0
     norm = 0.0
     if rounding == "nearest":  # the same levels as quantize(), without its per-call checks
+        from .codecs._step_kernel import nearest_error  # numba: loaded on first use, not at import
+
         for x in deltas:
-            r = x - np.rint(x / step) * step
-            err += float(np.sum(r * r))
-            norm += float(np.sum(x * x))
+            e, n = nearest_error(np.ascontiguousarray(x, dtype=np.float64).reshape(-1), step)
+            err += e
+            norm += n
         return float(np.sqrt(err / norm)) if norm > 0 else 0.0
     for i, x in enumerate(deltas):
         q = quantize(x, step, rounding, seed + i)
@@ -89,22 +91,23 @@ def _nearest_error_estimator(flat: np.ndarray) -> tuple[Callable[[float], float]
     keep_top, keep_rest = 1 << 14, 1 << 16
     if flat.size <= keep_top + keep_rest:
         return (lambda step: relative_error([flat], step)), True
-    magnitude = np.abs(flat)
     # the cut between "large" and the rest, from a strided sample (a full partition costs more)
-    probe = magnitude[:: max(1, flat.size // keep_rest)]
+    probe = np.abs(flat[:: max(1, flat.size // keep_rest)])
     rank = max(0, min(probe.size - 1, probe.size - round(keep_top * probe.size / flat.size)))
     cut = np.partition(probe, rank)[rank]
-    large = flat[magnitude >= cut]
-    rest = flat[magnitude < cut]
-    stride = max(1, rest.size // keep_rest)
-    sample = rest[::stride]
-    weight = rest.size / sample.size if sample.size else 0.0
-    norm = float(np.sum(large * large)) + weight * float(np.sum(sample * sample))
+    is_large = (flat >= cut) | (flat <= -cut)  # |flat| >= cut without a binary64 copy of the update
+    large = flat[is_large]
+    # a stride through everything, then the small ones of it: selecting the ~all-small
+    # rest first would copy the whole update (the slowest step here on large updates)
+    stride = max(1, (flat.size - large.size) // keep_rest)
+    sample = flat[::stride][~is_large[::stride]]
+    weight = (flat.size - large.size) / sample.size if sample.size else 0.0
+    from .codecs._step_kernel import nearest_error
+
+    norm = nearest_error(large, 1.0)[1] + weight * nearest_error(sample, 1.0)[1]
 
     def estimate(step: float) -> float:
-        a = large - np.rint(large / step) * step
-        b = sample - np.rint(sample / step) * step
-        err = float(np.sum(a * a)) + weight * float(np.sum(b * b))
+        err = nearest_error(large, step)[0] + weight * nearest_error(sample, step)[0]
         return float(np.sqrt(err / norm)) if norm > 0 else 0.0
 
     return estimate, False
