@@ -141,3 +141,28 @@ def test_largest_step_passes_its_budget_and_is_near_the_largest() -> None:
         step = _largest_step(x, a, b, budget, truncation)
         assert _error(x, a, b, step) <= budget
         assert _error(x, a, b, 1.02 * step) > budget or _error(x, a, b, 1.05 * step) > budget
+
+
+def test_large_noise_layers_are_ruled_out_by_the_sketch_and_low_rank_ones_still_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From SKETCH_ELEMENTS on, a random sketch screens layers before the Gram test: a
+    full-rank noise layer is refused without any eigendecomposition, and a low-rank layer
+    with a little noise still gets its factors."""
+    from nnupdate.codecs import lowrank
+
+    g = np.random.default_rng(11)
+    n = 1024
+    assert n * n >= lowrank.SKETCH_ELEMENTS
+    spec = ArraySpec((n, n), "float32")
+    noise = g.standard_normal((n, n)).astype(np.float32)
+
+    def no_eigen(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Gram test ran")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lowrank.np.linalg, "eigvalsh", no_eigen)
+        assert best_lowrank(noise, spec, 0.01 * float(np.sum(noise.astype(np.float64) ** 2)), entropy_tails("auto", noise.size)) is None
+    low = (g.standard_normal((n, 6)) @ g.standard_normal((6, n)) + 1e-3 * g.standard_normal((n, n))).astype(np.float32)
+    budget = 0.0025 * float(np.sum(low.astype(np.float64) ** 2))
+    choice = best_lowrank(low, spec, budget, entropy_tails("auto", low.size))
+    assert choice is not None and choice.squared_error <= budget
+    assert choice.stages[0].rank >= 6

@@ -181,11 +181,25 @@ def best_lowrank(values: np.ndarray, spec: ArraySpec, max_squared_error: float, 
     return best
 
 
+#: matrices from this size on are first screened by a random sketch (the Gram test below
+#: costs over a second on a 2048 x 2048 layer)
+SKETCH_ELEMENTS = 1 << 20
+SKETCH_OVERSAMPLING = 16
+
+
 def _truncation_exceeds(x: np.ndarray, rank: int, budget: float) -> bool:
     """Whether the best rank-``rank`` approximation of ``x`` already misses ``budget`` (squared
     error), judged from the eigenvalues of the smaller Gram matrix: a few times cheaper than
     the SVD, which most dense layers (full rank at the target error) would otherwise pay for
-    nothing. The eigenvalues' rounding is allowed for, so a borderline case goes on to the SVD."""
+    nothing. The eigenvalues' rounding is allowed for, so a borderline case goes on to the SVD.
+
+    A large matrix is first screened by a randomized range finder: the energy outside a
+    sketched subspace of ``rank`` + 16 dimensions is at least the energy beyond the top
+    ``rank + 16`` singular values and, when the spectrum decays, not much more. When it
+    exceeds twice the budget the layer is ruled out at a tenth of the Gram test's cost (a
+    noise-like full-rank update, the usual case); otherwise the exact test decides."""
+    if x.size >= SKETCH_ELEMENTS and _sketched_tail(x, rank + SKETCH_OVERSAMPLING) > 2.0 * budget:
+        return True
     gram = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
     try:
         energy = np.clip(np.linalg.eigvalsh(gram), 0.0, None)  # ascending
@@ -194,6 +208,19 @@ def _truncation_exceeds(x: np.ndarray, rank: int, budget: float) -> bool:
     total = float(energy.sum())
     tail = float(energy[: max(energy.size - rank, 0)].sum())  # energy beyond the top ``rank``
     return tail - 1e-9 * total > budget
+
+
+def _sketched_tail(x: np.ndarray, width: int) -> float:
+    """Energy of ``x`` outside the span of ``x`` applied to ``width`` Gaussian vectors (fixed
+    seed: the encoder's choices do not depend on chance)."""
+    tall = x if x.shape[0] >= x.shape[1] else x.T
+    if width >= tall.shape[1]:
+        return 0.0
+    omega = np.random.default_rng(0).standard_normal((tall.shape[1], width))
+    basis, _ = np.linalg.qr(tall @ omega)
+    captured = basis.T @ tall
+    total = float(np.einsum("ij,ij->", tall, tall))
+    return max(0.0, total - float(np.einsum("ij,ij->", captured, captured)))
 
 
 def _largest_step(x: np.ndarray, a: np.ndarray, b: np.ndarray, budget: float, truncation: float) -> float:
