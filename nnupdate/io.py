@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,29 @@ def atomic_write(path: PathLike, data: bytes) -> None:
 
     A crash leaves either the old file or the new one, never a torn one.
     """
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary file next to ``path`` for a writer that wants a file name (a library's
+    ``save_file``, ``torch.save``): on success it is synced and renamed over ``path``, on
+    failure removed. The same all-or-nothing as :func:`atomic_write`, without first holding
+    the whole file in memory as bytes (a checkpoint of several GB)."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    os.close(fd)
     try:
-        # mkstemp creates 0600; give the file the mode a plain open() would (or the old file's).
+        yield Path(tmp)
+        # mkstemp creates 0600; give the file the mode a plain open() would (or the old
+        # file's). After the writer: some replace the file rather than write into it.
         os.chmod(tmp, _mode_for(target))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -326,6 +326,29 @@ def test_save_load_atomic(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert info.kind == "full" and info.tensors[0].name == "a"
 
 
+def test_atomic_path_replaces_only_on_success(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A writer that wants a file name gets a temporary one: a failure leaves the old file
+    and no temporary behind; a success gets a plain file's mode even when the writer
+    replaced the temporary file instead of writing into it (safetensors does)."""
+    import os
+
+    from nnupdate.io import atomic_path
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    fresh = tmp_path / "fresh.bin"
+    with atomic_path(fresh) as tmp:
+        os.unlink(tmp)  # a writer that replaces the file, private mode and all
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.write(fd, b"new")
+        os.close(fd)
+    assert fresh.read_bytes() == b"new" and fresh.stat().st_mode & 0o777 != 0o600
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=300))
 def test_vectorized_varints_match_the_scalar_ones(values: list[int]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write
+from ..io import atomic_path, atomic_write
 
 #: the library's own header cap; checked before parsing the JSON ourselves
 MAX_HEADER_BYTES = 100_000_000
@@ -78,21 +78,22 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: str | os.PathLike[str] | None = None) -> None:
-    from safetensors.numpy import save
+    from safetensors.numpy import save, save_file
 
     metadata = read_metadata(like) if like is not None and str(like).endswith(".safetensors") else None
     arrays = {}
     bf16 = []
     for name, value in tensors.items():
-        array = np.array(value, order="C", copy=True)
+        array = np.asarray(value, order="C")  # a copy only when not C-contiguous; 0-d stays 0-d
         if array.dtype.name == "bfloat16":
             array = array.view(np.uint16)
             bf16.append(name)
         arrays[name] = array
-    data = save(arrays, metadata=metadata)
-    if bf16:
-        data = _retag_names(data, bf16)
-    atomic_write(path, data)
+    if bf16:  # the header needs retagging: build it in memory
+        atomic_write(path, _retag_names(save(arrays, metadata=metadata), bf16))
+        return
+    with atomic_path(path) as tmp:  # streamed to disk by the library, no copy of the whole file
+        save_file(arrays, str(tmp), metadata=metadata)
 
 
 def _retag_names(data: bytes, names: list[str]) -> bytes:

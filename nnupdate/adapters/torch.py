@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write
+from ..io import atomic_path
 
 
 def _torch() -> Any:
@@ -128,6 +127,5 @@ def _state_dict_of(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> Mapp
 
 def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: object = None) -> None:
     torch = _torch()
-    buffer = io.BytesIO()
-    torch.save(to_state_dict(tensors), buffer)
-    atomic_write(path, buffer.getvalue())
+    with atomic_path(path) as tmp:  # torch writes the file itself: no in-memory copy of it
+        torch.save(to_state_dict(tensors), tmp)
