@@ -400,3 +400,24 @@ def test_arbitrary_bytes_as_safetensors_give_input_error(tmp_path: Path, payload
     path.write_bytes(payload)
     with pytest.raises(InputError):
         read_tensors(path)
+
+
+def test_safetensors_tensors_come_back_in_file_order_every_time(tmp_path: Path) -> None:
+    """The safetensors library hands back a hash map whose order changes between loads; the
+    reader keeps the file's order (its data offsets), so the same checkpoints give the same
+    update bytes."""
+    import nnupdate
+
+    g = np.random.default_rng(5)
+    names = [f"layer{i}.{kind}" for i in g.permutation(40) for kind in ("weight", "bias")]
+    base = {n: g.standard_normal(300).astype(np.float32) for n in names}
+    new = {n: v + np.float32(0.01) * g.standard_normal(300).astype(np.float32) for n, v in base.items()}
+    write_tensors(tmp_path / "base.safetensors", base)
+    write_tensors(tmp_path / "new.safetensors", new)
+    orders = {tuple(read_tensors(tmp_path / "new.safetensors")) for _ in range(5)}
+    assert len(orders) == 1 and set(next(iter(orders))) == set(names)
+    encoded = {
+        nnupdate.diff(read_tensors(tmp_path / "base.safetensors"), read_tensors(tmp_path / "new.safetensors")).encode("uniform")
+        for _ in range(3)
+    }
+    assert len(encoded) == 1

@@ -45,6 +45,14 @@ def _retag(data: bytes, source: str, target: str, path: str | os.PathLike[str]) 
     return len(encoded).to_bytes(8, "little") + encoded + data[8 + size :], names
 
 
+def _file_order(data: bytes, loaded: Mapping[str, np.ndarray]) -> list[str]:
+    """The tensor names of a safetensors file in the order of their data (its writer's)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])  # already validated by the library's load
+    offset = {k: v["data_offsets"][0] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    return sorted(loaded, key=lambda name: (offset.get(name, 0), name))
+
+
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load
@@ -56,9 +64,12 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: cannot read ({exc})") from None
     data, bf16 = _retag(data, "BF16", "U16", path)
     try:
-        tensors = dict(load(data))
+        loaded = load(data)
     except (SafetensorError, ValueError, KeyError, OSError) as exc:
         raise InputError(f"{path}: not a readable .safetensors file ({exc})") from None
+    # The library's dict comes from a hash map whose order changes from run to run; the
+    # update (record order, the rate-control sample) must not, so keep the file's order.
+    tensors = {name: loaded[name] for name in _file_order(data, loaded)}
     if bf16:
         import ml_dtypes
 
