@@ -20,9 +20,7 @@ def relative_error(deltas: Sequence[np.ndarray], step: float, rounding: str = "n
         from .codecs._step_kernel import nearest_error  # numba: loaded on first use, not at import
 
         for x in deltas:
-            e, n = nearest_error(np.ascontiguousarray(x, dtype=np.float64).reshape(-1), step)
-            err += e
-            norm += n
+            err, norm = nearest_error(np.ascontiguousarray(x, dtype=np.float64).reshape(-1), step, err, norm)
         return float(np.sqrt(err / norm)) if norm > 0 else 0.0
     for i, x in enumerate(deltas):
         q = quantize(x, step, rounding, seed + i)
@@ -49,16 +47,12 @@ def step_for_max_rel_error(
     deltas = [np.asarray(d, dtype=np.float64).reshape(-1) for d in deltas if np.size(d)]
     if not 0 < target < 1:
         raise InputError("max_rel_error must lie in (0, 1)")
-    peak = max((float(np.abs(d).max()) for d in deltas), default=0.0)
+    peak = max((max(float(d.max()), -float(d.min())) for d in deltas), default=0.0)  # no |d| copy
     if peak == 0.0:
         return 1.0
     total = sum(d.size for d in deltas)
     if rounding == "nearest":
-        # Nearest rounding is element-wise: one concatenated array gives the same error as
-        # the per-tensor sum, without a Python-level loop over hundreds of small tensors.
-        flat = np.concatenate(deltas) if len(deltas) > 1 else deltas[0]
-        deltas = [flat]
-        estimate, exact = _nearest_error_estimator(flat)
+        estimate, exact = _nearest_error_estimator(deltas)
     else:
         stride = max(1, total // (1 << 18))
         sample = [d[::stride] for d in deltas] if stride > 1 else deltas
@@ -86,24 +80,29 @@ def step_for_max_rel_error(
     return lo
 
 
-def _nearest_error_estimator(flat: np.ndarray) -> tuple[Callable[[float], float], bool]:
-    """(step -> estimated relative error under nearest rounding, whether it is exact)."""
-    keep_top, keep_rest = 1 << 14, 1 << 16
-    if flat.size <= keep_top + keep_rest:
-        return (lambda step: relative_error([flat], step)), True
-    # the cut between "large" and the rest, from a strided sample (a full partition costs more)
-    probe = np.abs(flat[:: max(1, flat.size // keep_rest)])
-    rank = max(0, min(probe.size - 1, probe.size - round(keep_top * probe.size / flat.size)))
-    cut = np.partition(probe, rank)[rank]
-    is_large = (flat >= cut) | (flat <= -cut)  # |flat| >= cut without a binary64 copy of the update
-    large = flat[is_large]
-    # a stride through everything, then the small ones of it: selecting the ~all-small
-    # rest first would copy the whole update (the slowest step here on large updates)
-    stride = max(1, (flat.size - large.size) // keep_rest)
-    sample = flat[::stride][~is_large[::stride]]
-    weight = (flat.size - large.size) / sample.size if sample.size else 0.0
+def _nearest_error_estimator(deltas: list[np.ndarray]) -> tuple[Callable[[float], float], bool]:
+    """(step -> estimated relative error under nearest rounding, whether it is exact).
+
+    Works array by array (a concatenated copy of a large update cost more than the whole
+    search), picking the same values, in the same order, as it would from their
+    concatenation: the cut between "large" values and the rest comes from a strided probe,
+    the large ones are kept whole, the rest is a strided sample, weighted."""
     from .codecs._step_kernel import nearest_error
 
+    keep_top, keep_rest = 1 << 14, 1 << 16
+    total = sum(d.size for d in deltas)
+    if total <= keep_top + keep_rest:
+        return (lambda step: relative_error(deltas, step)), True
+    every = max(1, total // keep_rest)
+    probe = np.abs(np.concatenate(_strided(deltas, every)))
+    rank = max(0, min(probe.size - 1, probe.size - round(keep_top * probe.size / total)))
+    cut = np.partition(probe, rank)[rank]
+    large = np.concatenate([d[(d >= cut) | (d <= -cut)] for d in deltas])  # |d| >= cut, no binary64 copy
+    # a stride through everything, then the small ones of it: selecting the ~all-small
+    # rest first would copy the whole update
+    stride = max(1, (total - large.size) // keep_rest)
+    sample = np.concatenate([s[(s < cut) & (s > -cut)] for s in _strided(deltas, stride)])
+    weight = (total - large.size) / sample.size if sample.size else 0.0
     norm = nearest_error(large, 1.0)[1] + weight * nearest_error(sample, 1.0)[1]
 
     def estimate(step: float) -> float:
@@ -111,6 +110,15 @@ def _nearest_error_estimator(flat: np.ndarray) -> tuple[Callable[[float], float]
         return float(np.sqrt(err / norm)) if norm > 0 else 0.0
 
     return estimate, False
+
+
+def _strided(deltas: list[np.ndarray], stride: int) -> list[np.ndarray]:
+    """Every ``stride``-th value of the arrays' concatenation, array by array."""
+    out, offset = [], 0
+    for d in deltas:
+        out.append(d[(-offset) % stride :: stride])
+        offset += d.size
+    return out
 
 
 # ----------------------------------------------------------------------------- whole-update rate control

@@ -190,7 +190,7 @@ def diff(
             continue
         if dtypes.is_float(dtype):
             with np.errstate(invalid="ignore"):  # inf - inf: caught just below
-                delta = dtypes.to_float64(storage_view(target), dtype) - dtypes.to_float64(storage_view(source), dtype)
+                delta = dtypes.difference_float64(storage_view(target), storage_view(source), dtype)
             if not np.isfinite(delta).all():
                 # An infinity or NaN where the tensor changed (a -inf attention mask that
                 # grew, a diverged weight) has no finite delta to quantize: store the bit

@@ -22,13 +22,12 @@ def scale_to_float32(levels: np.ndarray, step: float) -> np.ndarray:  # pragma: 
 
 
 @njit(cache=True, nogil=True)
-def nearest_error(values: np.ndarray, step: float) -> tuple[float, float]:  # pragma: no cover - compiled
+def nearest_error(values: np.ndarray, step: float, err: float = 0.0, norm: float = 0.0) -> tuple[float, float]:  # pragma: no cover
     """(sum of squared errors of nearest rounding to multiples of ``step``, sum of squares)
-    over binary64 ``values``, in one pass: rate control evaluates this per trial step, and
-    numpy's four passes and three temporaries made it the slowest part of encoding a
-    large update with the default codec."""
-    err = 0.0
-    norm = 0.0
+    over binary64 ``values``, added in order to ``err`` and ``norm`` (so a list of arrays
+    sums exactly as their concatenation would), in one pass: rate control evaluates this
+    per trial step, and numpy's four passes and three temporaries made it the slowest part
+    of encoding a large update with the default codec."""
     for i in range(values.shape[0]):
         v = values[i]
         r = v - np.rint(v / step) * step
