@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -22,20 +23,26 @@ from ..io import atomic_path, atomic_write
 MAX_HEADER_BYTES = 100_000_000
 
 
-def _retag(data: bytes, source: str, target: str, path: str | os.PathLike[str]) -> tuple[bytes, list[str]]:
-    """``data`` with every ``source`` dtype tag replaced by ``target``; the names retagged."""
-    if len(data) < 8:
+def _header(prefix: bytes, file_size: int, path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
+    """The parsed JSON header of a safetensors file and its length, from the file's first
+    bytes; refused (InputError) before anything large is read or allocated."""
+    if file_size < 8 or len(prefix) < 8:
         raise InputError(f"{path}: not a readable .safetensors file (shorter than its header length)")
-    size = int.from_bytes(data[:8], "little")
-    if size > min(MAX_HEADER_BYTES, len(data) - 8):
+    size = int.from_bytes(prefix[:8], "little")
+    if size > min(MAX_HEADER_BYTES, file_size - 8) or len(prefix) < 8 + size:
         raise InputError(f"{path}: not a readable .safetensors file (header length {size} out of bounds)")
     try:
-        header = json.loads(data[8 : 8 + size])
+        header = json.loads(prefix[8 : 8 + size])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable .safetensors file (header is not JSON: {exc})") from None
     if not isinstance(header, dict):
         raise InputError(f"{path}: not a readable .safetensors file (header is not an object)")
-    names = [k for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") == source]
+    return header, size
+
+
+def _retag(data: bytes, header: dict[str, Any], size: int, source: str, target: str) -> tuple[bytes, list[str]]:
+    """``data`` with every ``source`` dtype tag replaced by ``target``; the names retagged."""
+    names = _tagged(header, source)
     if not names:
         return data, []
     for name in names:
@@ -45,31 +52,48 @@ def _retag(data: bytes, source: str, target: str, path: str | os.PathLike[str]) 
     return len(encoded).to_bytes(8, "little") + encoded + data[8 + size :], names
 
 
-def _file_order(data: bytes, loaded: Mapping[str, np.ndarray]) -> list[str]:
-    """The tensor names of a safetensors file in the order of their data (its writer's)."""
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])  # already validated by the library's load
-    offset = {k: v["data_offsets"][0] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+def _tagged(header: dict[str, Any], dtype: str) -> list[str]:
+    return [k for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") == dtype]
+
+
+def _file_order(header: dict[str, Any], loaded: Mapping[str, np.ndarray]) -> list[str]:
+    """The tensor names in the order of their data in the file (its writer's)."""
+    offset = {k: v.get("data_offsets", [0])[0] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     return sorted(loaded, key=lambda name: (offset.get(name, 0), name))
 
 
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every tensor, in file order (the library's dict comes from a hash map whose order
+    changes from run to run; the update's record order and rate-control sample must not).
+
+    Without bfloat16 tensors the library maps the file and copies each tensor out (one copy
+    of the checkpoint in memory); with them the file is read whole to retag its header,
+    since numpy has no bfloat16 for the library to produce."""
     from safetensors import SafetensorError
-    from safetensors.numpy import load
+    from safetensors.numpy import load, load_file
 
     try:
+        file_size = os.path.getsize(path)
         with open(path, "rb") as handle:
-            data = handle.read()
+            prefix = handle.read(8)
+            if len(prefix) == 8:
+                prefix += handle.read(min(int.from_bytes(prefix, "little"), MAX_HEADER_BYTES))
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
-    data, bf16 = _retag(data, "BF16", "U16", path)
+    header, size = _header(prefix, file_size, path)
+    bf16 = _tagged(header, "BF16")
     try:
-        loaded = load(data)
-    except (SafetensorError, ValueError, KeyError, OSError) as exc:
+        if bf16:
+            with open(path, "rb") as handle:
+                data, _ = _retag(handle.read(), header, size, "BF16", "U16")
+            loaded = load(data)
+        else:
+            loaded = load_file(str(path))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    except (SafetensorError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a readable .safetensors file ({exc})") from None
-    # The library's dict comes from a hash map whose order changes from run to run; the
-    # update (record order, the rate-control sample) must not, so keep the file's order.
-    tensors = {name: loaded[name] for name in _file_order(data, loaded)}
+    tensors = {name: loaded[name] for name in _file_order(header, loaded)}
     if bf16:
         import ml_dtypes
 
