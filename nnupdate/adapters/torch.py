@@ -20,38 +20,44 @@ def _torch() -> Any:
     return torch
 
 
-def tensor_to_numpy(tensor: Any) -> np.ndarray:
-    """A detached CPU copy; bfloat16 becomes ml_dtypes' bfloat16 when available, else float32."""
+def tensor_to_numpy(tensor: Any, copy: bool = True) -> np.ndarray:
+    """A detached CPU copy (or, ``copy=False``, a view where the tensor allows it: for
+    tensors nobody else holds, such as a file just loaded); bfloat16 becomes ml_dtypes'
+    bfloat16 when available, else float32."""
     torch = _torch()
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:
         try:
             import ml_dtypes
 
-            return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+            bits = tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            return bits.copy() if copy else bits
         except ImportError:
             return tensor.float().numpy()
-    return tensor.numpy().copy()
+    return tensor.numpy().copy() if copy else tensor.numpy()
 
 
-def numpy_to_tensor(array: np.ndarray) -> Any:
+def numpy_to_tensor(array: np.ndarray, copy: bool = True) -> Any:
+    """A tensor of ``array``'s values: a copy, or (``copy=False``) sharing its memory when it
+    is C-contiguous and writable (a checkpoint about to be saved)."""
     torch = _torch()
-    if array.dtype.name == "bfloat16":
-        return torch.from_numpy(np.array(array, order="C", copy=True).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.array(array, order="C", copy=True))
+    owned = np.array(array, order="C", copy=True) if copy else np.require(array, requirements=("C", "W"))
+    if owned.dtype.name == "bfloat16":
+        return torch.from_numpy(owned.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(owned)
 
 
-def from_state_dict(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def from_state_dict(state: Mapping[str, Any], copy: bool = True) -> dict[str, np.ndarray]:
     torch = _torch()
     out = {}
     for name, value in state.items():
         if isinstance(value, torch.Tensor):
-            out[name] = tensor_to_numpy(value)
+            out[name] = tensor_to_numpy(value, copy)
     return out
 
 
-def to_state_dict(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    return {name: numpy_to_tensor(np.asarray(value)) for name, value in tensors.items()}
+def to_state_dict(tensors: Mapping[str, np.ndarray], copy: bool = True) -> dict[str, Any]:
+    return {name: numpy_to_tensor(np.asarray(value), copy) for name, value in tensors.items()}
 
 
 def from_module(module: Any) -> dict[str, np.ndarray]:
@@ -100,7 +106,7 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: not a weights-only PyTorch checkpoint ({str(exc).splitlines()[0][:200]})") from None
     if not isinstance(obj, Mapping):
         raise InputError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    return from_state_dict(_state_dict_of(obj, path))
+    return from_state_dict(_state_dict_of(obj, path), copy=False)  # the loaded tensors are ours alone
 
 
 def _state_dict_of(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> Mapping[str, Any]:
@@ -128,4 +134,4 @@ def _state_dict_of(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> Mapp
 def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: object = None) -> None:
     torch = _torch()
     with atomic_path(path) as tmp:  # torch writes the file itself: no in-memory copy of it
-        torch.save(to_state_dict(tensors), tmp)
+        torch.save(to_state_dict(tensors, copy=False), tmp)
