@@ -174,3 +174,15 @@ def test_real_subprocess(tmp_path: Path) -> None:
     run = subprocess.run([exe, "verify", str(tmp_path / "bad.nnu")], capture_output=True, text=True, env=env)
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_encode_reports_the_ratio_against_the_tensors_as_stored(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A float16 checkpoint is half the bytes of float32: the summary gives both ratios."""
+    g = np.random.default_rng(3)
+    base = {"w": g.standard_normal((64, 64)).astype(np.float16)}
+    new = {"w": (base["w"].astype(np.float32) + 0.01 * g.standard_normal((64, 64))).astype(np.float16)}
+    np.savez(tmp_path / "b.npz", w=base["w"])
+    np.savez(tmp_path / "n.npz", w=new["w"])
+    assert main(["encode", str(tmp_path / "b.npz"), str(tmp_path / "n.npz"), "-o", str(tmp_path / "u.nnu"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ratio_vs_stored"] == pytest.approx(summary["ratio_vs_float32"] / 2)

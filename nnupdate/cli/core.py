@@ -93,6 +93,11 @@ def encode(
     atomic_write(output, report.data)
     seconds = report.seconds
     float_bytes = 4 * report.coded_parameters
+    from ..dtypes import storage_dtype
+    from ..format import Combine
+
+    coded = [c for c in update.changes.values() if c.combine not in (Combine.KEEP, Combine.REMOVE)]
+    stored_bytes = sum(c.size * storage_dtype(c.dtype).itemsize for c in coded)  # as the checkpoint holds them
     summary = {
         "output": str(output),
         "codec": report.codec,
@@ -100,6 +105,7 @@ def encode(
         "coded_parameters": report.coded_parameters,
         "bits_per_parameter": report.bits_per_parameter,
         "ratio_vs_float32": float_bytes / len(report.data) if report.data else 0.0,
+        "ratio_vs_stored": stored_bytes / len(report.data) if report.data else 0.0,
         "relative_l2_error": report.relative_error,
         "mse": report.mse,
         "statistics_relative_l2_error": report.statistics_relative_error,
@@ -113,7 +119,13 @@ def encode(
         return
     console().print(
         f"wrote [bold]{output}[/] ({human_bytes(len(report.data))}, {len(update.changes)} tensors in {len(report.tensors)} records) with {report.codec}\n"
-        f"  {summary['bits_per_parameter']:.3f} bits/param, {summary['ratio_vs_float32']:.1f}x smaller than float32\n"
+        f"  {summary['bits_per_parameter']:.3f} bits/param, {summary['ratio_vs_float32']:.1f}x smaller than float32"
+        + (
+            f" ({summary['ratio_vs_stored']:.1f}x than the changed tensors as stored: {', '.join(sorted({c.dtype for c in coded}))})"
+            if stored_bytes != float_bytes
+            else ""
+        )
+        + "\n"
         f"  relative L2 error {summary['relative_l2_error']:.4g}, MSE {summary['mse']:.4g}, {seconds:.2f} s"
         + (
             f"\n  running statistics (coded apart): relative L2 error {report.statistics_relative_error:.4g}"
