@@ -492,3 +492,19 @@ def test_rate_control_with_mostly_small_tensors_lands_on_the_target(quant: str) 
     base = {k: np.zeros_like(v) for k, v in new.items()}
     report = encode_with_report(diff(base, new), f"ctx:max_rel_error=0.1,quant={quant}")
     assert 0.1 * 0.998 <= report.relative_error <= 0.1
+
+
+def test_auto_on_a_large_update_picks_on_a_sample_and_tunes_that_quantizer() -> None:
+    """Above 2 * SAMPLE_ELEMENTS, quant=auto compares rdoq and dq on a row sample and tunes
+    only the winner on everything: the container is that quantizer's own, at the target."""
+    from nnupdate.codecs.rdoq import SAMPLE_ELEMENTS
+
+    g = np.random.default_rng(12)
+    rows = 2 * SAMPLE_ELEMENTS // 256 + 64
+    delta = g.laplace(size=(rows, 256)) * np.exp(g.normal(size=(rows, 1)))
+    u = diff({"w": np.zeros((rows, 256), np.float32)}, {"w": (delta * 1e-3).astype(np.float32)})
+    report = encode_with_report(u, "ctx:max_rel_error=0.1")
+    quant = parse_codec(report.codec).quant  # type: ignore[attr-defined]
+    assert quant in ("rdoq", "dq")
+    assert 0.1 * 0.998 <= report.relative_error <= 0.1
+    assert encode_with_report(u, f"ctx:max_rel_error=0.1,quant={quant}").data == report.data

@@ -256,6 +256,17 @@ class CtxCodec(Codec):
         if self.quant == "auto":
             if self.step > 0:
                 return dataclasses.replace(self, quant="rdoq")
+            if sum(c.size for c in update.changes.values() if c.data is not None) > 2 * SAMPLE_ELEMENTS:
+                # a large update: pick the quantizer on a row sample (both tuned and encoded
+                # there), then tune only that one on everything
+                probe = _sampled_update(update)
+                probed: dict[CtxCodec, EncodeReport] = {}
+                tuned = [dataclasses.replace(self, quant=q)._prepare(probe, probed) for q in ("rdoq", "dq")]
+                if self.target_bits > 0:
+                    pick = min(tuned, key=lambda c: _measure(probe, c, probed).relative_error)
+                else:
+                    pick = min(tuned, key=lambda c: len(_measure(probe, c, probed).data))
+                return dataclasses.replace(self, quant=pick.quant)._prepare(update, measured)
             tuned = [dataclasses.replace(self, quant=q)._prepare(update, measured) for q in ("rdoq", "dq")]
             if self.target_bits > 0:  # equal rate: the smaller error wins
                 return min(tuned, key=lambda c: _measure(update, c, measured).relative_error)
@@ -420,6 +431,22 @@ def _pooled(deltas: list[np.ndarray]) -> list[np.ndarray]:
     if len(small) < 2:
         return deltas
     return [d for d in deltas if d.size >= POOL_ELEMENTS] + [np.concatenate(small)]
+
+
+def _sampled_update(update: Update) -> Update:
+    """Every k-th row of the update's large tensors (small ones whole, kernels kept whole),
+    about SAMPLE_ELEMENTS elements: where ``quant=auto`` compares its quantizers on a large
+    update before tuning the one it keeps on everything."""
+    total = sum(c.size for c in update.changes.values() if c.data is not None)
+    stride = -(-total // SAMPLE_ELEMENTS)
+    changes = {}
+    for name, change in update.changes.items():
+        rows = change.shape[0] if change.shape else 1
+        if change.data is not None and len(change.shape) >= 2 and rows >= 4 * stride:
+            data = np.asarray(change.data).reshape(change.shape)[::stride]
+            change = dataclasses.replace(change, shape=tuple(int(n) for n in data.shape), data=data, base=None, target=None)
+        changes[name] = change
+    return dataclasses.replace(update, changes=changes)
 
 
 def _row_sample(deltas: list[np.ndarray]) -> list[np.ndarray]:
