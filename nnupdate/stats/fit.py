@@ -77,7 +77,7 @@ def _sample(x: np.ndarray, max_samples: int) -> np.ndarray:
 
 
 def _gennorm_profile(a: np.ndarray, log_a: np.ndarray, beta: float) -> tuple[float, float]:
-    """(alpha_hat, mean log-likelihood) at shape ``beta`` for |x - mu| = a."""
+    """(alpha_hat, mean log-likelihood) at shape ``beta`` for the magnitudes exp(log_a)."""
     m = float(np.mean(np.exp(beta * log_a)))  # mean a^beta; a = 0 gives exp(-inf) = 0
     if m <= 0:
         return 0.0, -math.inf
@@ -97,12 +97,17 @@ def fit_gennorm(x: np.ndarray, *, max_samples: int = MAX_SAMPLES, zero_mean: boo
         return GenNorm(mu, 0.0, 2.0, math.inf)
     with np.errstate(divide="ignore"):
         log_a = np.log(a)
+    # The fit is scale-equivariant: fit a / max(a), whose powers neither overflow nor all
+    # underflow (the largest is 1), then scale back. Unscaled, values near 1e300 or 1e-300
+    # made the likelihood infinite and the optimizer's steps NaN.
+    shift = float(log_a.max())
+    log_a = log_a - shift
     res = minimize_scalar(
         lambda b: -_gennorm_profile(a, log_a, b)[1], bounds=BETA_RANGE, method="bounded", options={"xatol": 1e-3}
     )
     beta = float(res.x)
     alpha, ll = _gennorm_profile(a, log_a, beta)
-    return GenNorm(mu, alpha, beta, ll)
+    return GenNorm(mu, alpha * math.exp(shift), beta, ll - shift)
 
 
 def fit_double_weibull(x: np.ndarray, *, max_samples: int = MAX_SAMPLES, zero_mean: bool = False) -> DoubleWeibull:
@@ -115,7 +120,8 @@ def fit_double_weibull(x: np.ndarray, *, max_samples: int = MAX_SAMPLES, zero_me
     a = a[a > 0]
     if a.size == 0:
         return DoubleWeibull(mu, 0.0, 1.0, math.inf)
-    log_a = np.log(a)
+    shift = float(np.log(a).max())  # scale-equivariant, as in fit_gennorm: fit a / max(a)
+    log_a = np.log(a) - shift
     mean_log = float(log_a.mean())
 
     def profile(c: float) -> tuple[float, float]:
@@ -127,7 +133,7 @@ def fit_double_weibull(x: np.ndarray, *, max_samples: int = MAX_SAMPLES, zero_me
     res = minimize_scalar(lambda c: -profile(c)[1], bounds=BETA_RANGE, method="bounded", options={"xatol": 1e-3})
     c = float(res.x)
     scale, ll = profile(c)
-    return DoubleWeibull(mu, scale, c, ll)
+    return DoubleWeibull(mu, scale * math.exp(shift), c, ll - shift)
 
 
 def best_fit(x: np.ndarray) -> GenNorm | DoubleWeibull:
