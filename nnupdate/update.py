@@ -77,8 +77,7 @@ class TensorChange:
         if combine == self.combine and self.data is not None:
             return self.data
         if combine == Combine.XOR and self.base is not None and self.target is not None:
-            bits = np.dtype(pipeline_dtype(self.dtype, Combine.XOR))
-            return storage_view(self.base).view(bits) ^ storage_view(self.target).view(bits)
+            return xor_bits(self.base, self.target, self.dtype)
         raise CodecError(f"{self.name}: cannot store a {self.combine.name} change as {combine.name}")
 
 
@@ -185,8 +184,7 @@ def diff(
             changes[name] = TensorChange(name, dtype, shape, Combine.KEEP, None, role)
             continue
         if dtype == "bool":  # no arithmetic on booleans: store which elements flipped
-            flipped = (storage_view(source) ^ storage_view(target)).view(np.uint8)
-            changes[name] = TensorChange(name, dtype, shape, Combine.XOR, flipped, role, base=source, target=target)
+            changes[name] = TensorChange(name, dtype, shape, Combine.XOR, xor_bits(source, target, dtype), role, base=source, target=target)
             continue
         if dtypes.is_float(dtype):
             with np.errstate(invalid="ignore"):  # inf - inf: caught just below
@@ -196,9 +194,7 @@ def diff(
                 # grew, a diverged weight) has no finite delta to quantize: store the bit
                 # patterns' XOR instead, which every codec codes losslessly, so the rest of
                 # the update stays lossy and the error target is met on the finite tensors.
-                bits = np.dtype(pipeline_dtype(dtype, Combine.XOR))
-                flipped = storage_view(source).view(bits) ^ storage_view(target).view(bits)
-                changes[name] = TensorChange(name, dtype, shape, Combine.XOR, flipped, role, base=source, target=target)
+                changes[name] = TensorChange(name, dtype, shape, Combine.XOR, xor_bits(source, target, dtype), role, base=source, target=target)
                 continue
         else:
             delta = storage_view(target) - storage_view(source)  # wraps, exactly invertible
@@ -564,6 +560,12 @@ def encode_with_report(update: Update, codec: Codec | str = "uniform") -> Encode
     header = Header(update.kind, update.base_fingerprint, update.round, update.producer, dict(update.metadata))
     data = serialize(Container(header, records, list(update.extra_chunks)))
     return EncodeReport(data, chosen.spec(), reports, time.perf_counter() - started)
+
+
+def xor_bits(source: np.ndarray, target: np.ndarray, dtype: str) -> np.ndarray:
+    """The XOR of two tensors' bit patterns, as the unsigned type an XOR pipeline codes."""
+    bits = np.dtype(pipeline_dtype(dtype, Combine.XOR))
+    return storage_view(source).view(bits) ^ storage_view(target).view(bits)
 
 
 def pipeline_dtype(dtype: str, combine: Combine) -> str:

@@ -259,18 +259,9 @@ class CtxCodec(Codec):
             if sum(c.size for c in update.changes.values() if c.data is not None) > 2 * SAMPLE_ELEMENTS:
                 # a large update: pick the quantizer on a row sample (both tuned and encoded
                 # there), then tune only that one on everything
-                probe = _sampled_update(update)
-                probed: dict[CtxCodec, EncodeReport] = {}
-                tuned = [dataclasses.replace(self, quant=q)._prepare(probe, probed) for q in ("rdoq", "dq")]
-                if self.target_bits > 0:
-                    pick = min(tuned, key=lambda c: _measure(probe, c, probed).relative_error)
-                else:
-                    pick = min(tuned, key=lambda c: len(_measure(probe, c, probed).data))
+                pick = self._better_quantizer(_sampled_update(update), {})
                 return dataclasses.replace(self, quant=pick.quant)._prepare(update, measured)
-            tuned = [dataclasses.replace(self, quant=q)._prepare(update, measured) for q in ("rdoq", "dq")]
-            if self.target_bits > 0:  # equal rate: the smaller error wins
-                return min(tuned, key=lambda c: _measure(update, c, measured).relative_error)
-            return min(tuned, key=lambda c: len(_measure(update, c, measured).data))
+            return self._better_quantizer(update, measured)
         if self.step > 0:
             return self
         deltas = self.error_inputs(update)
@@ -279,6 +270,14 @@ class CtxCodec(Codec):
         if self.target_bits > 0:
             return self.with_step(_step_for_bits(update, self, self.target_bits, measured))
         return self.with_step(_step_for_error(update, self, deltas, self.max_rel_error, measured))
+
+    def _better_quantizer(self, update: Update, measured: dict[CtxCodec, EncodeReport]) -> CtxCodec:
+        """rdoq and dq each tuned to the target on ``update``: the smaller container at equal
+        error, or (``target_bits``, equal rate) the smaller error."""
+        tuned = [dataclasses.replace(self, quant=q)._prepare(update, measured) for q in ("rdoq", "dq")]
+        if self.target_bits > 0:
+            return min(tuned, key=lambda c: _measure(update, c, measured).relative_error)
+        return min(tuned, key=lambda c: len(_measure(update, c, measured).data))
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
@@ -437,26 +436,34 @@ def _sampled_update(update: Update) -> Update:
     """Every k-th row of the update's large tensors (small ones whole, kernels kept whole),
     about SAMPLE_ELEMENTS elements: where ``quant=auto`` compares its quantizers on a large
     update before tuning the one it keeps on everything."""
-    total = sum(c.size for c in update.changes.values() if c.data is not None)
-    stride = -(-total // SAMPLE_ELEMENTS)
+    stride = _sample_stride(sum(c.size for c in update.changes.values() if c.data is not None))
     changes = {}
     for name, change in update.changes.items():
-        rows = change.shape[0] if change.shape else 1
-        if change.data is not None and len(change.shape) >= 2 and rows >= 4 * stride:
+        if change.data is not None and len(change.shape) >= 2 and _samples_rows(change.shape[0], stride):
             data = np.asarray(change.data).reshape(change.shape)[::stride]
             change = dataclasses.replace(change, shape=tuple(int(n) for n in data.shape), data=data, base=None, target=None)
         changes[name] = change
     return dataclasses.replace(update, changes=changes)
 
 
+def _sample_stride(elements: int) -> int:
+    """Take every k-th row so that about SAMPLE_ELEMENTS of ``elements`` remain."""
+    return -(-elements // SAMPLE_ELEMENTS)
+
+
+def _samples_rows(rows: int, stride: int) -> bool:
+    """Whether a tensor of ``rows`` rows is sampled (else kept whole: too few rows)."""
+    return rows >= 4 * stride
+
+
 def _row_sample(deltas: list[np.ndarray]) -> list[np.ndarray]:
     """Every k-th row of the large deltas (rows as the ctx coder scans them), small ones whole,
     about SAMPLE_ELEMENTS elements in all."""
-    stride = -(-sum(d.size for d in deltas) // SAMPLE_ELEMENTS)
+    stride = _sample_stride(sum(d.size for d in deltas))
     out = []
     for d in deltas:
         rows, rowlen = layout(d.shape)
-        out.append(d.reshape(rows, rowlen)[::stride] if rows >= 4 * stride else d)
+        out.append(d.reshape(rows, rowlen)[::stride] if _samples_rows(rows, stride) else d)
     return out
 
 

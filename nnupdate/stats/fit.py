@@ -120,8 +120,9 @@ def fit_double_weibull(x: np.ndarray, *, max_samples: int = MAX_SAMPLES, zero_me
     a = a[a > 0]
     if a.size == 0:
         return DoubleWeibull(mu, 0.0, 1.0, math.inf)
-    shift = float(np.log(a).max())  # scale-equivariant, as in fit_gennorm: fit a / max(a)
-    log_a = np.log(a) - shift
+    log_a = np.log(a)
+    shift = float(log_a.max())  # scale-equivariant, as in fit_gennorm: fit a / max(a)
+    log_a -= shift
     mean_log = float(log_a.mean())
 
     def profile(c: float) -> tuple[float, float]:
