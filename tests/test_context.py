@@ -466,9 +466,10 @@ def test_auto_reuses_the_winning_trial_encode_byte_for_byte() -> None:
 
 
 def test_rate_control_on_a_row_sample_still_lands_on_the_target() -> None:
-    """Updates above 2 * SAMPLE_ELEMENTS fit the step on every k-th row first, then on dry
-    encodes of everything: the target is still met to within 0.2% from below."""
-    from nnupdate.codecs.rdoq import SAMPLE_ELEMENTS
+    """Updates above 2 * SAMPLE_ELEMENTS fit the step on every k-th row first, then check it
+    on the whole container: the target is still met, to within LARGE_TOLERANCE from below,
+    and the container returned is the one that step writes."""
+    from nnupdate.codecs.rdoq import LARGE_TOLERANCE, SAMPLE_ELEMENTS
 
     g = np.random.default_rng(8)
     rows = 2 * SAMPLE_ELEMENTS // 256 + 64
@@ -476,7 +477,8 @@ def test_rate_control_on_a_row_sample_still_lands_on_the_target() -> None:
     base = {"emb": np.zeros((rows, 256), np.float32)}
     u = diff(base, {"emb": (delta * 1e-3).astype(np.float32)})
     report = encode_with_report(u, "ctx:max_rel_error=0.1,quant=fast")
-    assert 0.1 * 0.998 <= report.relative_error <= 0.1
+    assert 0.1 * (1 - LARGE_TOLERANCE) <= report.relative_error <= 0.1
+    assert encode_with_report(u, report.codec).data == report.data
 
 
 @pytest.mark.parametrize("quant", ["dq", "fast"])
@@ -497,7 +499,7 @@ def test_rate_control_with_mostly_small_tensors_lands_on_the_target(quant: str) 
 def test_auto_on_a_large_update_picks_on_a_sample_and_tunes_that_quantizer() -> None:
     """Above 2 * SAMPLE_ELEMENTS, quant=auto compares rdoq and dq on a row sample and tunes
     only the winner on everything: the container is that quantizer's own, at the target."""
-    from nnupdate.codecs.rdoq import SAMPLE_ELEMENTS
+    from nnupdate.codecs.rdoq import LARGE_TOLERANCE, SAMPLE_ELEMENTS
 
     g = np.random.default_rng(12)
     rows = 2 * SAMPLE_ELEMENTS // 256 + 64
@@ -506,5 +508,22 @@ def test_auto_on_a_large_update_picks_on_a_sample_and_tunes_that_quantizer() -> 
     report = encode_with_report(u, "ctx:max_rel_error=0.1")
     quant = parse_codec(report.codec).quant  # type: ignore[attr-defined]
     assert quant in ("rdoq", "dq")
-    assert 0.1 * 0.998 <= report.relative_error <= 0.1
+    assert 0.1 * (1 - LARGE_TOLERANCE) <= report.relative_error <= 0.1
     assert encode_with_report(u, f"ctx:max_rel_error=0.1,quant={quant}").data == report.data
+
+
+def test_row_sample_weighs_in_the_loud_rows() -> None:
+    """The step search's row sample keeps its error estimate within a percent of the whole
+    update's where a few rows hold much of the energy (log-normal row scales); every k-th
+    row alone is 1.0-2.3% off here, depending on the row it starts from."""
+    from nnupdate.codecs.rdoq import SAMPLE_ELEMENTS, _row_sample, rdoq_relative_error
+
+    g = np.random.default_rng(13)
+    rows = 3 * SAMPLE_ELEMENTS // 128
+    delta = g.laplace(size=(rows, 128)) * np.exp(1.5 * g.normal(size=(rows, 1)))
+    arrays, weights = _row_sample([delta])
+    assert sum(a.size for a in arrays) <= SAMPLE_ELEMENTS + 256
+    step = 5.0  # relative error about 0.09
+    whole = rdoq_relative_error([delta], step, 0.1, quant="fast")
+    sampled = rdoq_relative_error(arrays, step, 0.1, quant="fast", weights=weights)
+    assert abs(sampled / whole - 1) < 0.01
