@@ -510,7 +510,11 @@ def _encode_group(
     if len(shape) == 2 and len(kernels) == 1:
         combined.kernel = kernels.pop()
     plan = None if shared_step is None else plan_statistic(combined, shared_step)
-    record, report = encode_change(combined, codec, plan, factor=False, dry=dry)  # stacked layers are not one matrix
+    try:
+        record, report = encode_change(combined, codec, plan, factor=False, dry=dry)  # stacked layers are not one matrix
+    except CodecError as exc:  # "group:<first name>" alone would not say where the tensor went
+        listed = ", ".join(m.name for m in members[:4]) + (", ..." if len(members) > 4 else "")
+        raise CodecError(f"{exc} (coded as one group of {len(members)} small tensors: {listed})") from exc
     record.name = ""
     record.members = stored
     report.name = f"group of {len(members)} ({first.name}, ...)"

@@ -160,3 +160,12 @@ def test_adaptive_codecs_reorder_small_tensors_only_across_scales() -> None:
     ctx = nnupdate.encode_with_report(update, "ctx:max_rel_error=0.05")
     uniform = nnupdate.encode_with_report(update, "uniform:max_rel_error=0.05")
     assert len(ctx.data) < len(uniform.data)
+
+
+def test_a_group_that_cannot_be_coded_names_its_members() -> None:
+    """fp16 cannot hold a delta of 1e30: the error says which small tensors were coded as
+    the group, not only the group's internal name."""
+    base, new = _models(3, {"a.bias": (8,), "b.bias": (8,), "c.bias": (8,)})
+    new["b.bias"][2] += np.float32(1e30)
+    with pytest.raises(nnupdate.CodecError, match=r"group of 3 small tensors: a\.bias, b\.bias, c\.bias"):
+        nnupdate.encode_with_report(nnupdate.diff(base, new), "fp16")
