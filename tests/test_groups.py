@@ -163,9 +163,22 @@ def test_adaptive_codecs_reorder_small_tensors_only_across_scales() -> None:
 
 
 def test_a_group_that_cannot_be_coded_names_its_members() -> None:
-    """fp16 cannot hold a delta of 1e30: the error says which small tensors were coded as
-    the group, not only the group's internal name."""
+    """A step of 1e-9 cannot reach a delta of 1e30 in int32 levels: the error says which
+    small tensors were coded as the group, not only the group's internal name."""
     base, new = _models(3, {"a.bias": (8,), "b.bias": (8,), "c.bias": (8,)})
     new["b.bias"][2] += np.float32(1e30)
     with pytest.raises(nnupdate.CodecError, match=r"group of 3 small tensors: a\.bias, b\.bias, c\.bias"):
-        nnupdate.encode_with_report(nnupdate.diff(base, new), "fp16")
+        nnupdate.encode_with_report(nnupdate.diff(base, new), "uniform:step=1e-9")
+
+
+def test_fp16_stores_a_delta_beyond_half_precision_in_its_own_type() -> None:
+    """One delta of 1e30 used to fail the whole fp16 update; that tensor (here its group)
+    is now stored in float32, exactly, and the rest keeps the float16 cast."""
+    base, new = _models(4, {"a.bias": (8,), "b.bias": (8,), "fc.weight": (64, 80)})
+    new["b.bias"][2] += np.float32(1e30)
+    report = nnupdate.encode_with_report(nnupdate.diff(base, new), "fp16")
+    pipelines = {t.name.split(" (")[0]: t.pipeline for t in report.tensors}
+    assert pipelines["fc.weight"] == "raw(dtype=float16)"
+    assert pipelines["group of 2"] == "raw(dtype=float32)"
+    out = nnupdate.apply(base, nnupdate.decode(report.data))
+    np.testing.assert_array_equal(out["b.bias"], new["b.bias"])

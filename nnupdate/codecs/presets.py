@@ -231,14 +231,15 @@ class ZstdCodec(Codec):
 @register_codec
 @dataclass(frozen=True)
 class Fp16Codec(Codec):
-    """Deltas cast to IEEE half precision."""
+    """Deltas cast to IEEE half precision; a tensor whose delta overflows it (|x| > 65504)
+    is stored in its own type instead, so one outlier does not fail the whole update."""
 
     name = "fp16"
     separate_statistics = False
     summary = "deltas cast to float16"
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
-        return Plan(Combine.ADD, (), ((Raw("float16"),),))
+        return Plan(Combine.ADD, (), ((Raw("float16"),), (Raw(),)))
 
 
 @register_codec
