@@ -527,3 +527,20 @@ def test_row_sample_weighs_in_the_loud_rows() -> None:
     whole = rdoq_relative_error([delta], step, 0.1, quant="fast")
     sampled = rdoq_relative_error(arrays, step, 0.1, quant="fast", weights=weights)
     assert abs(sampled / whole - 1) < 0.01
+
+
+def test_a_long_vector_is_sampled_in_runs() -> None:
+    """A flattened update is one scan row: rate control samples it in runs of SAMPLE_RUN
+    (it was searched whole) and still lands on the target; quant=auto compares its
+    quantizers on a sample of runs."""
+    from nnupdate.codecs.rdoq import SAMPLE_ELEMENTS, SAMPLE_RUN, _row_sample, _sampled_update
+
+    g = np.random.default_rng(14)
+    n = 2 * SAMPLE_ELEMENTS + 5 * SAMPLE_RUN + 17
+    delta = (g.laplace(size=n) * np.repeat(np.exp(g.normal(size=n // 512 + 1)), 512)[:n] * 1e-3).astype(np.float32)
+    u = diff({"flat": np.zeros(n, np.float32)}, {"flat": delta})
+    arrays, _ = _row_sample([u.changes["flat"].data])
+    assert all(a.ndim == 1 for a in arrays) and sum(a.size for a in arrays) <= SAMPLE_ELEMENTS + SAMPLE_RUN
+    assert _sampled_update(u).changes["flat"].size <= n // 2
+    report = encode_with_report(u, "ctx:max_rel_error=0.1,quant=fast")
+    assert 0.1 * 0.99 <= report.relative_error <= 0.1
