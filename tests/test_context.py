@@ -544,3 +544,15 @@ def test_a_long_vector_is_sampled_in_runs() -> None:
     assert _sampled_update(u).changes["flat"].size <= n // 2
     report = encode_with_report(u, "ctx:max_rel_error=0.1,quant=fast")
     assert 0.1 * 0.99 <= report.relative_error <= 0.1
+
+
+def test_the_sample_for_auto_keeps_kernel_shapes() -> None:
+    """quant=auto compares its quantizers on every k-th output channel of a convolution in
+    its own 4-D shape, so the kernel transform the container will use applies there too."""
+    from nnupdate.codecs.rdoq import SAMPLE_ELEMENTS, _sampled_update
+
+    g = np.random.default_rng(15)
+    shape = (2 * SAMPLE_ELEMENTS // 576 + 64, 64, 3, 3)
+    u = diff({"conv.weight": np.zeros(shape, np.float32)}, {"conv.weight": g.standard_normal(shape).astype(np.float32)})
+    sampled = _sampled_update(u).changes["conv.weight"]
+    assert sampled.shape[1:] == (64, 3, 3) and sampled.shape[0] < shape[0] // 2

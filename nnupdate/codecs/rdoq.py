@@ -460,9 +460,10 @@ def _sampled_update(update: Update) -> Update:
     for name, change in update.changes.items():
         rows = None if change.data is None else _sampling_rows(np.asarray(change.data), stride)
         if rows is not None:
-            data = rows[::stride]
-            if len(change.shape) < 2:
-                data = data.reshape(-1)
+            if len(change.shape) >= 2:  # in the tensor's own shape: a kernel transform still fits
+                data = np.asarray(change.data).reshape(change.shape)[::stride]
+            else:
+                data = rows[::stride].reshape(-1)
             change = dataclasses.replace(change, shape=tuple(int(n) for n in data.shape), data=data, base=None, target=None)
         changes[name] = change
     return dataclasses.replace(update, changes=changes)
