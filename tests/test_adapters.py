@@ -376,6 +376,30 @@ def test_training_checkpoint_wrappers(tmp_path: Path) -> None:
         read_tensors(tmp_path / "none.pt")
 
 
+@pytest.mark.parametrize("key", ["model", "state_dict", None])
+def test_apply_to_a_training_checkpoint_keeps_its_structure(tmp_path: Path, key: str | None) -> None:
+    """`nnupdate apply` on {"model": sd, "epoch": 3, "optimizer": ...} writes the same
+    structure with the new weights (it wrote a bare state dict, which no longer loaded
+    where the base did); a plain state dict stays plain."""
+    base_sd = {"w": torch.ones(4, 3), "n": torch.tensor(2)}
+    new_sd = {"w": torch.ones(4, 3) * 1.5, "n": torch.tensor(3)}
+    extra = {"epoch": 3, "optimizer": {"state": {0: {"momentum_buffer": torch.full((4, 3), 0.25)}}, "param_groups": []}}
+    wrap = (lambda sd: {key: sd, **extra}) if key else (lambda sd: sd)
+    torch.save(wrap(base_sd), tmp_path / "base.pt")
+    torch.save(wrap(new_sd), tmp_path / "new.pt")
+    assert main(["encode", str(tmp_path / "base.pt"), str(tmp_path / "new.pt"), "-o", str(tmp_path / "u.nnu"), "--codec", "raw"]) == 0
+    assert main(["apply", str(tmp_path / "base.pt"), str(tmp_path / "u.nnu"), "-o", str(tmp_path / "out.pt")]) == 0
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    if key is None:
+        assert set(out) == {"w", "n"}
+        weights = out
+    else:
+        assert list(out) == [key, "epoch", "optimizer"] and out["epoch"] == 3
+        assert torch.equal(out["optimizer"]["state"][0]["momentum_buffer"], extra["optimizer"]["state"][0]["momentum_buffer"])
+        weights = out[key]
+    assert torch.equal(weights["w"], new_sd["w"]) and torch.equal(weights["n"], new_sd["n"])
+
+
 def test_bfloat16_safetensors_from_pytorch(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 

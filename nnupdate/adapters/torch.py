@@ -132,6 +132,34 @@ def _state_dict_of(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> Mapp
 
 
 def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: object = None) -> None:
+    """Save ``tensors`` as a state dict; with ``like`` (the base checkpoint), in that
+    checkpoint's structure (:func:`_in_structure_of`)."""
     torch = _torch()
+    state: Mapping[str, Any] = to_state_dict(tensors, copy=False)
+    if isinstance(like, (str, os.PathLike)) and str(like).lower().endswith((".pt", ".pth")):
+        state = _in_structure_of(like, state)
     with atomic_path(path) as tmp:  # torch writes the file itself: no in-memory copy of it
-        torch.save(to_state_dict(tensors, copy=False), tmp)
+        torch.save(state, tmp)
+
+
+def _in_structure_of(like: str | os.PathLike[str], state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` where :func:`_state_dict_of` finds the state dict in the checkpoint ``like``,
+    the rest of that checkpoint (epoch, optimizer state, non-tensor entries) as it was.
+
+    Why: applying an update to a training checkpoint ``{"model": sd, "epoch": 3, ...}``
+    wrote a bare state dict, so the result no longer loaded where the base did. The base
+    is memory-mapped, so a plain state dict costs no second copy of its tensors.
+    """
+    torch = _torch()
+    try:
+        base = torch.load(like, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a legacy (non-zip) file cannot be mapped
+        base = torch.load(like, map_location="cpu", weights_only=True)
+    if not isinstance(base, Mapping):
+        return state
+    inner = _state_dict_of(base, like)
+    merged = dict(state) | {k: v for k, v in inner.items() if not isinstance(v, torch.Tensor) and k not in state}
+    if inner is base:
+        return merged
+    key = next(k for k, v in base.items() if v is inner)
+    return {k: (merged if k == key else v) for k, v in base.items()}
