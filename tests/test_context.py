@@ -556,3 +556,41 @@ def test_the_sample_for_auto_keeps_kernel_shapes() -> None:
     u = diff({"conv.weight": np.zeros(shape, np.float32)}, {"conv.weight": g.standard_normal(shape).astype(np.float32)})
     sampled = _sampled_update(u).changes["conv.weight"]
     assert sampled.shape[1:] == (64, 3, 3) and sampled.shape[0] < shape[0] // 2
+
+
+def test_segments_round_trip_and_refuse_bad_lengths() -> None:
+    """seg rows per independent stream (spec/CONTEXT.md §2.6): exact round trip, and a
+    payload whose length fields are short or overrun is refused, not read past."""
+    g = np.random.default_rng(16)
+    q = np.rint(g.laplace(size=(10, 7)) * 4).astype(np.int32)
+    q[4] = 0
+    spec = ArraySpec(q.shape, "int32")
+    data, stage = Context(seg=3).encode(q, spec)
+    assert stage.seg == 3 and stage.params() == {"seg": 3}
+    np.testing.assert_array_equal(stage.decode(data, spec), q)
+    with pytest.raises(CodecError, match="too short"):
+        stage.decode(data[:7], spec)
+    with pytest.raises(CodecError, match="exceed"):
+        stage.decode(b"\xff\xff\xff\x7f" + data[4:], spec)
+    checked, stage16 = Context(check=16, seg=3).encode(q, spec)  # each segment carries its check bits
+    with pytest.raises(CodecError):
+        stage16.decode(checked[:-1], spec)
+    with pytest.raises(ValueError):
+        Context(seg=-1)
+
+
+def test_a_huge_tensor_is_coded_in_segments_on_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor of 2 * SEGMENT_ELEMENTS elements or more is cut into segments of whole rows,
+    RDOQ restarting with them; the bytes do not depend on the number of threads."""
+    from nnupdate.codecs.context import SEGMENT_ELEMENTS
+
+    g = np.random.default_rng(17)
+    rows = 2 * SEGMENT_ELEMENTS // 512
+    delta = (g.laplace(size=(rows, 512)) * 1e-3).astype(np.float32)
+    u = diff({"w": np.zeros_like(delta)}, {"w": delta})
+    report = encode_with_report(u, "ctx:step=0.002,quant=rdoq")
+    assert f"seg={SEGMENT_ELEMENTS // 512}" in report.tensors[0].pipeline
+    monkeypatch.setenv("NNUPDATE_THREADS", "1")
+    assert encode_with_report(u, "ctx:step=0.002,quant=rdoq").data == report.data
+    out = decode(report.data).changes["w"].data
+    assert np.abs(out - delta).max() <= 0.002

@@ -11,14 +11,20 @@ Scan order follows the tensor layout: a tensor of shape ``(d0, d1, ...)`` is cod
 ``d0`` rows (output channels of a Conv, output units of a Linear) of ``d1*d2*...``
 levels in C order; 0-d and 1-d tensors are one row. Every row starts with a skip flag,
 so an all-zero row costs a fraction of a bit.
+
+A tensor of millions of elements is cut into segments of whole rows (``seg`` rows each),
+each an independent stream: one huge embedding then encodes and decodes on every core,
+for a few hundred bytes of relearned statistics per segment of ~2M elements.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import parallel
 from ..errors import CodecError
 from ..format import ParamValue
 from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
@@ -30,12 +36,32 @@ DEFAULT_NGT = 4
 #: tensors up to this many elements are coded with both adaptation profiles (smaller wins);
 #: above it profile 1 saves under 0.1% on the issue-7 workloads and would cost a second encode
 FAST_PROFILE_MAX = 1 << 12
+#: the encoder cuts tensors of at least twice this many elements into segments of whole
+#: rows holding about this many (:func:`segment_rows`)
+SEGMENT_ELEMENTS = 1 << 21
 _STATUS = {
     2: "code value outside the coding interval",
     3: "level magnitude overflows",
     4: "trailing bytes after the stream",
     5: "check bits differ",
 }
+
+
+def segment_rows(rows: int, rowlen: int) -> int:
+    """Rows per segment the encoder uses for a ``rows`` x ``rowlen`` scan: 0 (one stream)
+    below 2 * SEGMENT_ELEMENTS elements or for a single row, else whole rows holding about
+    SEGMENT_ELEMENTS elements. RDOQ follows the same cut, so its model restarts with the coder's."""
+    if rows < 2 or rows * rowlen < 2 * SEGMENT_ELEMENTS:
+        return 0
+    return max(1, SEGMENT_ELEMENTS // max(rowlen, 1))
+
+
+def segments(rows: int, seg: int) -> list[tuple[int, int]]:
+    """(first row, rows) of each segment of a ``rows``-row scan cut every ``seg`` rows
+    (``seg`` 0, or at least ``rows``: one segment)."""
+    if seg <= 0 or seg >= rows:
+        return [(0, rows)]
+    return [(first, min(seg, rows - first)) for first in range(0, rows, seg)]
 
 
 def layout(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -68,10 +94,15 @@ class Context(ArrayToBytes):
     #: 1 when the levels come from dependent quantization: the coder then tracks the
     #: dq state machine and gives each of its two quantizers its own significance contexts
     dq: int = 0
+    #: rows per segment (spec/CONTEXT.md §2.6); 0: one stream. The encoder picks it for a
+    #: tensor of 2 * SEGMENT_ELEMENTS elements or more unless it is given
+    seg: int = 0
 
     def __post_init__(self) -> None:
         if self.dq not in (0, 1):
             raise ValueError("dq must be 0 or 1")
+        if self.seg < 0:
+            raise ValueError("seg must be >= 0")
         if not 1 <= self.ngt <= MAX_NGT:
             raise ValueError(f"ngt must lie in [1, {MAX_NGT}]")
         if not 0 <= self.check <= 32:
@@ -86,6 +117,8 @@ class Context(ArrayToBytes):
             out["check"] = self.check
         if self.dq != 0:
             out["dq"] = self.dq
+        if self.seg != 0:
+            out["seg"] = self.seg
         return out
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[bytes, Context]:
@@ -99,14 +132,33 @@ class Context(ArrayToBytes):
         rows, rowlen = layout(spec.shape)
         from . import _context_kernel  # numba compiles on first use; keep CLI start-up fast
 
-        levels = np.ascontiguousarray(symbols, dtype=np.int64)
+        levels = np.ascontiguousarray(symbols, dtype=np.int64).reshape(-1)
+        parts = segments(rows, self.seg or segment_rows(rows, rowlen))
+        if len(parts) > 1:
+            return self._encode_segments(levels, parts, rowlen)
         data = _context_kernel.encode(levels, rows, rowlen, self.ngt, self.check, self.dq, 0)
         if symbols.size <= FAST_PROFILE_MAX:
             # small tensors: also try fast adaptation (profile 1) and keep the smaller stream
             fast = _context_kernel.encode(levels, rows, rowlen, self.ngt, self.check, self.dq, 1)
             if fast.size < data.size:
                 data = fast
-        return data.tobytes(), self
+        return data.tobytes(), dataclasses.replace(self, seg=0)
+
+    def _encode_segments(self, levels: np.ndarray, parts: list[tuple[int, int]], rowlen: int) -> tuple[bytes, Context]:
+        """Each segment an independent stream (on threads), after the byte lengths of all
+        but the last as uint32 little-endian (§2.6)."""
+        from . import _context_kernel
+
+        def one(part: tuple[int, int]) -> bytes:
+            first, n = part
+            chunk = levels[first * rowlen : (first + n) * rowlen]
+            return bytes(_context_kernel.encode(chunk, n, rowlen, self.ngt, self.check, self.dq, 0))
+
+        streams = parallel.ordered_map(one, parts, [n * rowlen for _, n in parts])
+        if any(len(stream) >= 1 << 32 for stream in streams[:-1]):
+            raise CodecError("ctx: a segment's stream exceeds 4 GiB; use fewer rows per segment")
+        head = np.array([len(stream) for stream in streams[:-1]], dtype="<u4").tobytes()
+        return head + b"".join(streams), dataclasses.replace(self, seg=parts[0][1])
 
     def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
         if spec.size == 0:
@@ -114,16 +166,38 @@ class Context(ArrayToBytes):
                 raise CodecError("ctx: payload for an empty array must be empty")
             return _to_spec(np.zeros(0, dtype=np.int64), spec)
         rows, rowlen = layout(spec.shape)
+        count = 1 if self.seg <= 0 or self.seg >= rows else -(-rows // self.seg)
+        if count == 1:
+            return _to_spec(self._decode_stream(np.frombuffer(data, dtype=np.uint8), rows, rowlen), spec)
+        if len(data) < 4 * (count - 1):  # checked before the segment list is built
+            raise CodecError(f"ctx: payload too short for the lengths of {count} segments")
+        lengths = np.frombuffer(data, dtype="<u4", count=count - 1).astype(np.int64)
+        ends = 4 * (count - 1) + np.cumsum(lengths)
+        if ends.size and int(ends[-1]) > len(data):
+            raise CodecError("ctx: segment lengths exceed the payload")
+        starts = [4 * (count - 1), *(int(e) for e in ends)]
+        bounds = list(zip(starts, [*(int(e) for e in ends), len(data)]))
+        parts = segments(rows, self.seg)
+        body = np.frombuffer(data, dtype=np.uint8)
+
+        def one(i: int) -> np.ndarray:
+            (lo, hi), (_, n) = bounds[i], parts[i]
+            return self._decode_stream(body[lo:hi], n, rowlen)
+
+        return _to_spec(np.concatenate(parallel.ordered_map(one, range(count), [n * rowlen for _, n in parts])), spec)
+
+    def _decode_stream(self, data: np.ndarray, rows: int, rowlen: int) -> np.ndarray:
         from . import _context_kernel
 
-        levels, status = _context_kernel.decode(np.frombuffer(data, dtype=np.uint8), rows, rowlen, self.ngt, self.check, self.dq)
+        levels, status = _context_kernel.decode(data, rows, rowlen, self.ngt, self.check, self.dq)
         if status:
             raise CodecError(f"ctx: corrupt stream ({_STATUS.get(int(status), 'unknown defect')})")
-        return _to_spec(levels, spec)
+        return levels
 
     def max_encoded_size(self, spec: ArraySpec) -> int:
         # Worst case per level: (2 + ngt + 32) context bins of < 9 bits and 31 bypass bits.
-        return 64 + spec.size * ((2 + self.ngt + 32) * 9 + 31 + 7) // 8 + 8 * layout(spec.shape)[0] + 8
+        rows = layout(spec.shape)[0]
+        return 64 + spec.size * ((2 + self.ngt + 32) * 9 + 31 + 7) // 8 + 8 * rows + 8 + (68 * rows if self.seg else 0)
 
 
 def _to_spec(values: np.ndarray, spec: ArraySpec) -> np.ndarray:

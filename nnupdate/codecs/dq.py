@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import parallel
 from ..errors import CodecError
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import layout
+from .context import layout, segment_rows, segments
 from .uniform import check_step, reconstruct
 
 _LIMIT = (1 << 30) - 1
@@ -60,8 +61,6 @@ def _rate_table(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray,
 
 def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: float, passes: int = 2) -> np.ndarray:
     """Trellis levels (int64, C order) for ``values`` at ``step``."""
-    from . import _dq_kernel
-
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     if not np.isfinite(flat).all():
         raise CodecError("dq: input holds NaN or infinity")
@@ -74,8 +73,23 @@ def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: floa
     levels = np.rint(scaled / 2).astype(np.int64)  # Q0 alone: a first guess for the rates
     for _ in range(passes):
         rate, scale = _rate_table(levels, rows, rowlen)
-        levels = _dq_kernel.trellis(scaled, rows, rowlen, float(lam), rate, scale)
+        levels = _trellis(scaled, rows, rowlen, float(lam), rate, scale)
     return levels
+
+
+def _trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The trellis over every row; rows are independent (each starts in state 0), so the
+    ctx coder's segments run on threads with the same result."""
+    from . import _dq_kernel
+
+    def one(part: tuple[int, int]) -> np.ndarray:
+        lo, hi = part[0] * rowlen, (part[0] + part[1]) * rowlen
+        return _dq_kernel.trellis(scaled[lo:hi], part[1], rowlen, lam, rate, scale[lo:hi])
+
+    parts = segments(rows, segment_rows(rows, rowlen))
+    if len(parts) == 1:
+        return one(parts[0])
+    return np.concatenate(parallel.ordered_map(one, parts, [n * rowlen for _, n in parts]))
 
 
 def dq_reconstruct(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

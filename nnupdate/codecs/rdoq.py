@@ -32,7 +32,7 @@ from ..errors import CodecError, InputError
 from ..format import Combine
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import Context, layout
+from .context import Context, layout, segment_rows, segments
 from .presets import Codec, Plan, register_codec
 from .uniform import check_step, quantize, reconstruct
 
@@ -68,7 +68,16 @@ def rdoq_levels(
     from . import _context_kernel
 
     rows, rowlen = layout(shape)
-    return _context_kernel.rdoq(flat / step, rows, rowlen, ngt, float(lam), _cost_table())
+    scaled = flat / step
+
+    def one(part: tuple[int, int]) -> np.ndarray:  # the coder's segments: its model restarts there too
+        first, n = part
+        return _context_kernel.rdoq(scaled[first * rowlen : (first + n) * rowlen], n, rowlen, ngt, float(lam), _cost_table())
+
+    parts = segments(rows, segment_rows(rows, rowlen))
+    if len(parts) == 1:
+        return one(parts[0])
+    return np.concatenate(parallel.ordered_map(one, parts, [n * rowlen for _, n in parts]))
 
 
 #: levels above this share the static model's last rate step (the tail is rare and flat)

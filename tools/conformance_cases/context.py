@@ -169,6 +169,13 @@ def _neg_transform_params(params: dict[str, object]) -> bytes:
 
 _ctx_default = lambda: _lossless(Context())  # noqa: E731
 _ctx_options = lambda: _lossless(Context(ngt=1, check=32, dq=1))  # noqa: E731
+_ctx_segments = lambda: _lossless(Context(check=8, seg=2))  # noqa: E731
+
+
+def _neg_segment_lengths() -> bytes:
+    q = np.array([[3, 0, -1], [0, 0, 2], [1, 1, 1]], np.int32)
+    good = _ctx_payload(q, Context(seg=1))
+    return _record("s", "int32", (3, 3), [Context(seg=1)], (len(good)).to_bytes(4, "little") + good[4:])
 
 # fmt: off
 def _row_group_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -207,6 +214,9 @@ CASES = [
          lambda: _ctx_default()[0], expected=lambda: _ctx_default()[1]),
     Case("context-ctx-options", "ctx with ngt=1, check=32, dq=1 on the same levels", lambda: _ctx_options()[0],
          expected=lambda: _ctx_options()[1]),
+    Case("context-ctx-segments", "ctx with seg=2 and check=8 on the same levels: tensors of more than two rows as "
+         "independent streams of two rows, their byte lengths first (CONTEXT.md §2.6)", lambda: _ctx_segments()[0],
+         expected=lambda: _ctx_segments()[1]),
     Case("context-quantizers-pinned", "rdoq (0x001A) + ctx on float32 and float16; dq (0x001B) + ctx(dq=1), 2-D and 1-D",
          _pinned_quantizers),
     Case("context-quantizers-transform", "kernel transform (CONTEXT.md §6): rdoq + dct 3x3 (float32), dq + dct 5 "
@@ -230,6 +240,8 @@ CASES = [
     Case("context-neg-check-bits", "ctx with check=16 whose last byte is missing", _neg_check_bits, error="CodecError"),
     Case("context-neg-overflow", "ctx level 300 in an int8 tensor", _neg_overflow_type, error="CodecError"),
     Case("context-neg-dq-level", "dq level 2**30 (beyond +-(2**30-1))", _neg_dq_level, error="CodecError"),
+    Case("context-neg-segment-lengths", "ctx with seg=1 whose first segment length overruns the payload",
+         _neg_segment_lengths, error="CodecError"),
     Case("context-neg-ngt", "ctx with ngt=17 (beyond 16)", _neg_ngt, error="FormatError"),
     Case("context-neg-transform-rowlen", "rdoq with dct 3x3 on rows of 10 elements (not a multiple of 9 taps)",
          _neg_transform_rowlen, error="CodecError"),
