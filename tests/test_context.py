@@ -594,3 +594,21 @@ def test_a_huge_tensor_is_coded_in_segments_on_threads(monkeypatch: pytest.Monke
     assert encode_with_report(u, "ctx:step=0.002,quant=rdoq").data == report.data
     out = decode(report.data).changes["w"].data
     assert np.abs(out - delta).max() <= 0.002
+
+
+def test_a_huge_vector_is_coded_in_runs() -> None:
+    """A flattened update is one scan row: the encoder cuts it into runs of SEGMENT_ELEMENTS
+    elements (independent streams), and decodes it exactly as one stream would."""
+    from nnupdate.codecs.context import SEGMENT_ELEMENTS
+
+    g = np.random.default_rng(18)
+    q = np.rint(g.laplace(size=2 * SEGMENT_ELEMENTS + 1000) * 3).astype(np.int32)
+    spec = ArraySpec(q.shape, "int32")
+    data, stage = Context().encode(q, spec)
+    assert stage.seg == SEGMENT_ELEMENTS
+    np.testing.assert_array_equal(stage.decode(data, spec), q)
+    assert Context(dq=1).encode(q, spec)[1].seg == 0  # dq's state runs through the row: one stream
+    x = g.laplace(size=q.size) * 2
+    levels = rdoq_levels(x, x.shape, 1.0, 0.1)  # RDOQ restarts its model with the runs
+    run = slice(SEGMENT_ELEMENTS, 2 * SEGMENT_ELEMENTS)
+    np.testing.assert_array_equal(levels[run], rdoq_levels(x[run], (SEGMENT_ELEMENTS,), 1.0, 0.1))

@@ -151,30 +151,32 @@ def spec_decode(payload: bytes, shape: tuple[int, ...], ngt: int = 4, check: int
 
 
 def spec_decode_segments(payload: bytes, rows: int, rowlen: int, seg: int, ngt: int = 4, check: int = 0, dq: int = 0) -> list[int]:
-    """spec/CONTEXT.md §2.6: K - 1 uint32 LE lengths, then K streams, each decoded alone."""
-    if seg == 0 or seg >= rows:
+    """spec/CONTEXT.md §2.6: K - 1 uint32 LE lengths, then K streams, each decoded alone
+    (segments of seg rows, or for a single row runs of seg elements)."""
+    span = rowlen if rows == 1 else rows
+    if seg == 0 or seg >= span:
         return spec_decode(payload, (rows, rowlen), ngt, check, dq)
-    count = -(-rows // seg)
+    count = -(-span // seg)
     lengths = [int.from_bytes(payload[4 * j : 4 * j + 4], "little") for j in range(count - 1)]
     pos = 4 * (count - 1)
     assert pos + sum(lengths) <= len(payload)
     out: list[int] = []
     for j in range(count):
         end = pos + lengths[j] if j < count - 1 else len(payload)
-        n = min(seg, rows - j * seg)
-        out += spec_decode(payload[pos:end], (n, rowlen), ngt, check, dq)
+        n = min(seg, span - j * seg)
+        out += spec_decode(payload[pos:end], (1, n) if rows == 1 else (n, rowlen), ngt, check, dq)
         pos = end
     return out
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(2, 9), st.integers(1, 8), st.integers(1, 4), st.integers(0, 1), st.integers(0, 2**32 - 1))
+@given(st.integers(1, 9), st.integers(1, 8), st.integers(1, 4), st.integers(0, 1), st.integers(0, 2**32 - 1))
 def test_spec_decoder_agrees_on_segments(rows: int, rowlen: int, seg: int, dq: int, seed: int) -> None:
     rng = np.random.Generator(np.random.PCG64(seed))
     q = np.rint(rng.laplace(size=(rows, rowlen)) * 3).astype(np.int64)
     q[rng.integers(0, rows)] = 0
     data, stage = Context(check=5, dq=dq, seg=seg).encode(q, ArraySpec(q.shape, "int64"))
-    assert stage.seg == (0 if seg >= rows else seg)
+    assert stage.seg == (0 if seg >= (rowlen if rows == 1 else rows) else seg)
     assert spec_decode_segments(data, rows, rowlen, stage.seg, 4, 5, dq) == q.reshape(-1).tolist()
 
 

@@ -12,9 +12,10 @@ Scan order follows the tensor layout: a tensor of shape ``(d0, d1, ...)`` is cod
 levels in C order; 0-d and 1-d tensors are one row. Every row starts with a skip flag,
 so an all-zero row costs a fraction of a bit.
 
-A tensor of millions of elements is cut into segments of whole rows (``seg`` rows each),
-each an independent stream: one huge embedding then encodes and decodes on every core,
-for a few hundred bytes of relearned statistics per segment of ~2M elements.
+A tensor of millions of elements is cut into segments of whole rows (``seg`` rows each;
+a single row, runs of ``seg`` elements), each an independent stream: one huge embedding
+or flattened update then encodes and decodes on every core, for a few hundred bytes of
+relearned statistics per segment of ~2M elements.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ DEFAULT_NGT = 4
 #: tensors up to this many elements are coded with both adaptation profiles (smaller wins);
 #: above it profile 1 saves under 0.1% on the issue-7 workloads and would cost a second encode
 FAST_PROFILE_MAX = 1 << 12
-#: the encoder cuts tensors of at least twice this many elements into segments of whole
-#: rows holding about this many (:func:`segment_rows`)
+#: the encoder cuts tensors of at least twice this many elements into segments of about
+#: this many (:func:`segment_size`)
 SEGMENT_ELEMENTS = 1 << 21
 _STATUS = {
     2: "code value outside the coding interval",
@@ -47,21 +48,30 @@ _STATUS = {
 }
 
 
-def segment_rows(rows: int, rowlen: int) -> int:
-    """Rows per segment the encoder uses for a ``rows`` x ``rowlen`` scan: 0 (one stream)
-    below 2 * SEGMENT_ELEMENTS elements or for a single row, else whole rows holding about
-    SEGMENT_ELEMENTS elements. RDOQ follows the same cut, so its model restarts with the coder's."""
-    if rows < 2 or rows * rowlen < 2 * SEGMENT_ELEMENTS:
+def segment_size(rows: int, rowlen: int) -> int:
+    """The ``seg`` the encoder uses for a ``rows`` x ``rowlen`` scan: 0 (one stream) below
+    2 * SEGMENT_ELEMENTS elements, else whole rows holding about SEGMENT_ELEMENTS elements,
+    or for a single row runs of SEGMENT_ELEMENTS. RDOQ follows the same cut, so its model
+    restarts with the coder's."""
+    if rows * rowlen < 2 * SEGMENT_ELEMENTS:
         return 0
-    return max(1, SEGMENT_ELEMENTS // max(rowlen, 1))
+    return SEGMENT_ELEMENTS if rows == 1 else max(1, SEGMENT_ELEMENTS // max(rowlen, 1))
 
 
-def segments(rows: int, seg: int) -> list[tuple[int, int]]:
-    """(first row, rows) of each segment of a ``rows``-row scan cut every ``seg`` rows
-    (``seg`` 0, or at least ``rows``: one segment)."""
-    if seg <= 0 or seg >= rows:
-        return [(0, rows)]
-    return [(first, min(seg, rows - first)) for first in range(0, rows, seg)]
+def segment_count(rows: int, rowlen: int, seg: int) -> int:
+    """How many segments ``seg`` cuts a ``rows`` x ``rowlen`` scan into (§2.6): rows of
+    ``seg`` rows, or for a single row runs of ``seg`` elements."""
+    span = rowlen if rows == 1 else rows
+    return 1 if seg <= 0 or seg >= span else -(-span // seg)
+
+
+def segments(rows: int, rowlen: int, seg: int) -> list[tuple[int, int, int]]:
+    """(first element, rows, row length) of each segment of a ``rows`` x ``rowlen`` scan."""
+    if segment_count(rows, rowlen, seg) == 1:
+        return [(0, rows, rowlen)]
+    if rows == 1:
+        return [(start, 1, min(seg, rowlen - start)) for start in range(0, rowlen, seg)]
+    return [(first * rowlen, min(seg, rows - first), rowlen) for first in range(0, rows, seg)]
 
 
 def layout(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -94,8 +104,8 @@ class Context(ArrayToBytes):
     #: 1 when the levels come from dependent quantization: the coder then tracks the
     #: dq state machine and gives each of its two quantizers its own significance contexts
     dq: int = 0
-    #: rows per segment (spec/CONTEXT.md §2.6); 0: one stream. The encoder picks it for a
-    #: tensor of 2 * SEGMENT_ELEMENTS elements or more unless it is given
+    #: rows per segment, or elements per run of a single-row scan (spec/CONTEXT.md §2.6);
+    #: 0: one stream. The encoder picks it for 2 * SEGMENT_ELEMENTS elements or more
     seg: int = 0
 
     def __post_init__(self) -> None:
@@ -133,9 +143,11 @@ class Context(ArrayToBytes):
         from . import _context_kernel  # numba compiles on first use; keep CLI start-up fast
 
         levels = np.ascontiguousarray(symbols, dtype=np.int64).reshape(-1)
-        parts = segments(rows, self.seg or segment_rows(rows, rowlen))
-        if len(parts) > 1:
-            return self._encode_segments(levels, parts, rowlen)
+        # a single row of dq levels stays whole: a run would restart the coder's copy of the
+        # dq state, which then disagrees with the quantizer's to the run's end (+2.4% measured)
+        seg = self.seg or (0 if self.dq and rows == 1 else segment_size(rows, rowlen))
+        if segment_count(rows, rowlen, seg) > 1:
+            return self._encode_segments(levels, segments(rows, rowlen, seg), seg)
         data = _context_kernel.encode(levels, rows, rowlen, self.ngt, self.check, self.dq, 0)
         if symbols.size <= FAST_PROFILE_MAX:
             # small tensors: also try fast adaptation (profile 1) and keep the smaller stream
@@ -144,21 +156,21 @@ class Context(ArrayToBytes):
                 data = fast
         return data.tobytes(), dataclasses.replace(self, seg=0)
 
-    def _encode_segments(self, levels: np.ndarray, parts: list[tuple[int, int]], rowlen: int) -> tuple[bytes, Context]:
+    def _encode_segments(self, levels: np.ndarray, parts: list[tuple[int, int, int]], seg: int) -> tuple[bytes, Context]:
         """Each segment an independent stream (on threads), after the byte lengths of all
         but the last as uint32 little-endian (§2.6)."""
         from . import _context_kernel
 
-        def one(part: tuple[int, int]) -> bytes:
-            first, n = part
-            chunk = levels[first * rowlen : (first + n) * rowlen]
-            return bytes(_context_kernel.encode(chunk, n, rowlen, self.ngt, self.check, self.dq, 0))
+        def one(part: tuple[int, int, int]) -> bytes:
+            start, n, length = part
+            chunk = levels[start : start + n * length]
+            return bytes(_context_kernel.encode(chunk, n, length, self.ngt, self.check, self.dq, 0))
 
-        streams = parallel.ordered_map(one, parts, [n * rowlen for _, n in parts])
+        streams = parallel.ordered_map(one, parts, [n * length for _, n, length in parts])
         if any(len(stream) >= 1 << 32 for stream in streams[:-1]):
-            raise CodecError("ctx: a segment's stream exceeds 4 GiB; use fewer rows per segment")
+            raise CodecError("ctx: a segment's stream exceeds 4 GiB; use smaller segments")
         head = np.array([len(stream) for stream in streams[:-1]], dtype="<u4").tobytes()
-        return head + b"".join(streams), dataclasses.replace(self, seg=parts[0][1])
+        return head + b"".join(streams), dataclasses.replace(self, seg=seg)
 
     def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
         if spec.size == 0:
@@ -166,7 +178,7 @@ class Context(ArrayToBytes):
                 raise CodecError("ctx: payload for an empty array must be empty")
             return _to_spec(np.zeros(0, dtype=np.int64), spec)
         rows, rowlen = layout(spec.shape)
-        count = 1 if self.seg <= 0 or self.seg >= rows else -(-rows // self.seg)
+        count = segment_count(rows, rowlen, self.seg)
         if count == 1:
             return _to_spec(self._decode_stream(np.frombuffer(data, dtype=np.uint8), rows, rowlen), spec)
         if len(data) < 4 * (count - 1):  # checked before the segment list is built
@@ -177,14 +189,14 @@ class Context(ArrayToBytes):
             raise CodecError("ctx: segment lengths exceed the payload")
         starts = [4 * (count - 1), *(int(e) for e in ends)]
         bounds = list(zip(starts, [*(int(e) for e in ends), len(data)]))
-        parts = segments(rows, self.seg)
+        parts = segments(rows, rowlen, self.seg)
         body = np.frombuffer(data, dtype=np.uint8)
 
         def one(i: int) -> np.ndarray:
-            (lo, hi), (_, n) = bounds[i], parts[i]
-            return self._decode_stream(body[lo:hi], n, rowlen)
+            (lo, hi), (_, n, length) = bounds[i], parts[i]
+            return self._decode_stream(body[lo:hi], n, length)
 
-        return _to_spec(np.concatenate(parallel.ordered_map(one, range(count), [n * rowlen for _, n in parts])), spec)
+        return _to_spec(np.concatenate(parallel.ordered_map(one, range(count), [n * length for _, n, length in parts])), spec)
 
     def _decode_stream(self, data: np.ndarray, rows: int, rowlen: int) -> np.ndarray:
         from . import _context_kernel

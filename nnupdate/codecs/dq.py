@@ -21,7 +21,7 @@ from .. import parallel
 from ..errors import CodecError
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import layout, segment_rows, segments
+from .context import layout, segment_size, segments
 from .uniform import check_step, reconstruct
 
 _LIMIT = (1 << 30) - 1
@@ -79,17 +79,18 @@ def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: floa
 
 def _trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The trellis over every row; rows are independent (each starts in state 0), so the
-    ctx coder's segments run on threads with the same result."""
+    ctx coder's segments of whole rows run on threads with the same result (a single row
+    stays whole: its state runs through it)."""
     from . import _dq_kernel
 
-    def one(part: tuple[int, int]) -> np.ndarray:
-        lo, hi = part[0] * rowlen, (part[0] + part[1]) * rowlen
-        return _dq_kernel.trellis(scaled[lo:hi], part[1], rowlen, lam, rate, scale[lo:hi])
+    def one(part: tuple[int, int, int]) -> np.ndarray:
+        start, n, length = part
+        return _dq_kernel.trellis(scaled[start : start + n * length], n, length, lam, rate, scale[start : start + n * length])
 
-    parts = segments(rows, segment_rows(rows, rowlen))
+    parts = segments(rows, rowlen, segment_size(rows, rowlen)) if rows > 1 else [(0, rows, rowlen)]
     if len(parts) == 1:
         return one(parts[0])
-    return np.concatenate(parallel.ordered_map(one, parts, [n * rowlen for _, n in parts]))
+    return np.concatenate(parallel.ordered_map(one, parts, [n * length for _, n, length in parts]))
 
 
 def dq_reconstruct(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -215,7 +215,7 @@ CASES = [
     Case("context-ctx-options", "ctx with ngt=1, check=32, dq=1 on the same levels", lambda: _ctx_options()[0],
          expected=lambda: _ctx_options()[1]),
     Case("context-ctx-segments", "ctx with seg=2 and check=8 on the same levels: tensors of more than two rows as "
-         "independent streams of two rows, their byte lengths first (CONTEXT.md §2.6)", lambda: _ctx_segments()[0],
+         "independent streams of two rows, one-row tensors as runs of two elements, byte lengths first (CONTEXT.md §2.6)", lambda: _ctx_segments()[0],
          expected=lambda: _ctx_segments()[1]),
     Case("context-quantizers-pinned", "rdoq (0x001A) + ctx on float32 and float16; dq (0x001B) + ctx(dq=1), 2-D and 1-D",
          _pinned_quantizers),
