@@ -55,6 +55,26 @@ def scale_classes(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # 
 
 
 @njit(cache=True, nogil=True)
+def rate_counts(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Counts of (quantizer, scale class, previous magnitude class, magnitude) over
+    ``levels`` in one pass (C order of those four axes), and the scale classes."""
+    scale = scale_classes(levels, rows, rowlen)
+    counts = np.zeros(2 * NUM_SCALE_CLASSES * NUM_RATE_CLASSES * MAX_RATE_LEVEL, dtype=np.int64)
+    for r in range(rows):
+        s = 0
+        prev = 0
+        for i in range(rowlen):
+            k = levels[r * rowlen + i]
+            m = k if k >= 0 else -k
+            pc = prev if prev < NUM_RATE_CLASSES - 1 else NUM_RATE_CLASSES - 1
+            mm = m if m < MAX_RATE_LEVEL - 1 else MAX_RATE_LEVEL - 1
+            counts[(((s >> 1) * NUM_SCALE_CLASSES + scale[r * rowlen + i]) * NUM_RATE_CLASSES + pc) * MAX_RATE_LEVEL + mm] += 1
+            s = TRANSITION[s, k & 1]
+            prev = m
+    return counts, scale
+
+
+@njit(cache=True, nogil=True)
 def reconstruct(levels: np.ndarray, rows: int, rowlen: int, limit: int) -> tuple[np.ndarray, bool]:  # pragma: no cover - compiled
     """Reconstruction indices (multiples of ``d``) of ``levels`` (any integer type) in scan
     order, and whether every |level| <= ``limit`` (checked here, not in a pass of its own)."""
@@ -76,18 +96,6 @@ def reconstruct(levels: np.ndarray, rows: int, rowlen: int, limit: int) -> tuple
                 out[base + i] = 0
             s = TRANSITION[s, k & 1]
     return out, True
-
-
-@njit(cache=True, nogil=True)
-def quantizer_ids(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pragma: no cover - compiled
-    """0 where Q0 applies, 1 where Q1 applies, for each position of ``levels``."""
-    out = np.empty(rows * rowlen, dtype=np.int64)
-    for r in range(rows):
-        s = 0
-        for i in range(rowlen):
-            out[r * rowlen + i] = s >> 1
-            s = TRANSITION[s, levels[r * rowlen + i] & 1]
-    return out
 
 
 @njit(cache=True, inline="always")

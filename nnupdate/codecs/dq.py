@@ -36,20 +36,11 @@ def _rate_table(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray,
     loud and quiet regions. Sparse classes back off to the (quantizer, previous
     magnitude) distribution.
     """
-    from ._dq_kernel import MAX_RATE_LEVEL, NUM_RATE_CLASSES, NUM_SCALE_CLASSES, quantizer_ids, scale_classes
+    from ._dq_kernel import MAX_RATE_LEVEL, NUM_RATE_CLASSES, NUM_SCALE_CLASSES, rate_counts
 
-    flat = np.ascontiguousarray(levels, dtype=np.int64).reshape(-1)
-    m = np.abs(flat).reshape(rows, rowlen)
-    prev = np.zeros_like(m)
-    if rowlen > 1:
-        prev[:, 1:] = m[:, :-1]
-    qz = quantizer_ids(flat, rows, rowlen)
-    scale = scale_classes(flat, rows, rowlen)
-    pc = np.minimum(prev, NUM_RATE_CLASSES - 1).reshape(-1)
-    mm = np.minimum(m, MAX_RATE_LEVEL - 1).reshape(-1)
+    counts, scale = rate_counts(np.ascontiguousarray(levels, dtype=np.int64).reshape(-1), rows, rowlen)
     dims = (2, NUM_SCALE_CLASSES, NUM_RATE_CLASSES, MAX_RATE_LEVEL)
-    cell = np.ravel_multi_index((qz, scale, pc, mm), dims)
-    fine = np.bincount(cell, minlength=int(np.prod(dims))).astype(np.float64).reshape(dims)
+    fine = counts.astype(np.float64).reshape(dims)
     coarse = fine.sum(axis=1, keepdims=True) + 0.5
     coarse /= coarse.sum(axis=-1, keepdims=True)
     prior = 8.0  # pseudo-counts of the coarse distribution in each fine class
