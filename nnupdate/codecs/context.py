@@ -208,8 +208,9 @@ class Context(ArrayToBytes):
 
     def max_encoded_size(self, spec: ArraySpec) -> int:
         # Worst case per level: (2 + ngt + 32) context bins of < 9 bits and 31 bypass bits.
-        rows = layout(spec.shape)[0]
-        return 64 + spec.size * ((2 + self.ngt + 32) * 9 + 31 + 7) // 8 + 8 * rows + 8 + (68 * rows if self.seg else 0)
+        # and per segment (§2.6): a length, the coder's start and flush, its check bits
+        rows, rowlen = layout(spec.shape)
+        return 80 * segment_count(rows, rowlen, self.seg) + spec.size * ((2 + self.ngt + 32) * 9 + 31 + 7) // 8 + 8 * rows
 
 
 def _to_spec(values: np.ndarray, spec: ArraySpec) -> np.ndarray:
