@@ -21,7 +21,9 @@ relearned statistics per segment of ~2M elements.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -40,6 +42,7 @@ FAST_PROFILE_MAX = 1 << 12
 #: the encoder cuts tensors of at least twice this many elements into segments of about
 #: this many (:func:`segment_size`)
 SEGMENT_ELEMENTS = 1 << 21
+T = TypeVar("T")
 _STATUS = {
     2: "code value outside the coding interval",
     3: "level magnitude overflows",
@@ -72,6 +75,11 @@ def segments(rows: int, rowlen: int, seg: int) -> list[tuple[int, int, int]]:
     if rows == 1:
         return [(start, 1, min(seg, rowlen - start)) for start in range(0, rowlen, seg)]
     return [(first * rowlen, min(seg, rows - first), rowlen) for first in range(0, rows, seg)]
+
+
+def map_segments(fn: Callable[[int, int, int], T], parts: list[tuple[int, int, int]]) -> list[T]:
+    """``fn(first element, rows, row length)`` of every segment, on threads, in order."""
+    return parallel.ordered_map(lambda part: fn(*part), parts, [n * length for _, n, length in parts])
 
 
 def layout(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -161,12 +169,11 @@ class Context(ArrayToBytes):
         but the last as uint32 little-endian (§2.6)."""
         from . import _context_kernel
 
-        def one(part: tuple[int, int, int]) -> bytes:
-            start, n, length = part
+        def one(start: int, n: int, length: int) -> bytes:
             chunk = levels[start : start + n * length]
             return bytes(_context_kernel.encode(chunk, n, length, self.ngt, self.check, self.dq, 0))
 
-        streams = parallel.ordered_map(one, parts, [n * length for _, n, length in parts])
+        streams = map_segments(one, parts)
         if any(len(stream) >= 1 << 32 for stream in streams[:-1]):
             raise CodecError("ctx: a segment's stream exceeds 4 GiB; use smaller segments")
         head = np.array([len(stream) for stream in streams[:-1]], dtype="<u4").tobytes()
@@ -187,8 +194,7 @@ class Context(ArrayToBytes):
         ends = 4 * (count - 1) + np.cumsum(lengths)
         if ends.size and int(ends[-1]) > len(data):
             raise CodecError("ctx: segment lengths exceed the payload")
-        starts = [4 * (count - 1), *(int(e) for e in ends)]
-        bounds = list(zip(starts, [*(int(e) for e in ends), len(data)]))
+        bounds = list(zip([4 * (count - 1), *ends.tolist()], [*ends.tolist(), len(data)]))
         parts = segments(rows, rowlen, self.seg)
         body = np.frombuffer(data, dtype=np.uint8)
 

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import parallel
 from ..errors import CodecError
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import layout, segment_size, segments
+from .context import layout, map_segments, segment_size, segments
 from .uniform import check_step, reconstruct
 
 _LIMIT = (1 << 30) - 1
@@ -74,14 +73,11 @@ def _trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.nd
     stays whole: its state runs through it)."""
     from . import _dq_kernel
 
-    def one(part: tuple[int, int, int]) -> np.ndarray:
-        start, n, length = part
+    def one(start: int, n: int, length: int) -> np.ndarray:
         return _dq_kernel.trellis(scaled[start : start + n * length], n, length, lam, rate, scale[start : start + n * length])
 
-    parts = segments(rows, rowlen, segment_size(rows, rowlen)) if rows > 1 else [(0, rows, rowlen)]
-    if len(parts) == 1:
-        return one(parts[0])
-    return np.concatenate(parallel.ordered_map(one, parts, [n * length for _, n, length in parts]))
+    parts = map_segments(one, segments(rows, rowlen, segment_size(rows, rowlen)) if rows > 1 else [(0, rows, rowlen)])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def dq_reconstruct(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -32,7 +32,7 @@ from ..errors import CodecError, InputError
 from ..format import Combine
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import Context, layout, segment_size, segments
+from .context import Context, layout, map_segments, segment_size, segments
 from .presets import Codec, Plan, register_codec
 from .uniform import check_step, quantize, reconstruct
 
@@ -70,14 +70,11 @@ def rdoq_levels(
     rows, rowlen = layout(shape)
     scaled = flat / step
 
-    def one(part: tuple[int, int, int]) -> np.ndarray:  # the coder's segments: its model restarts there too
-        start, n, length = part
+    def one(start: int, n: int, length: int) -> np.ndarray:  # the coder's segments: its model restarts there too
         return _context_kernel.rdoq(scaled[start : start + n * length], n, length, ngt, float(lam), _cost_table())
 
-    parts = segments(rows, rowlen, segment_size(rows, rowlen))
-    if len(parts) == 1:
-        return one(parts[0])
-    return np.concatenate(parallel.ordered_map(one, parts, [n * length for _, n, length in parts]))
+    parts = map_segments(one, segments(rows, rowlen, segment_size(rows, rowlen)))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 #: levels above this share the static model's last rate step (the tail is rare and flat)
