@@ -70,13 +70,13 @@ def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: floa
 def _trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The trellis over every row; rows are independent (each starts in state 0), so the
     ctx coder's segments of whole rows run on threads with the same result (a single row
-    stays whole: its state runs through it)."""
+    is never cut for dq levels: its state runs through it)."""
     from . import _dq_kernel
 
     def one(start: int, n: int, length: int) -> np.ndarray:
         return _dq_kernel.trellis(scaled[start : start + n * length], n, length, lam, rate, scale[start : start + n * length])
 
-    parts = map_segments(one, segments(rows, rowlen, segment_size(rows, rowlen)) if rows > 1 else [(0, rows, rowlen)])
+    parts = map_segments(one, segments(rows, rowlen, segment_size(rows, rowlen, dq=1)))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

@@ -267,10 +267,10 @@ class CtxCodec(Codec):
         if self.quant == "auto":
             if self.step > 0:
                 return dataclasses.replace(self, quant="rdoq")
-            size = sum(c.size for c in update.changes.values() if c.data is not None)
+            size = _data_size(update)
             if size > 2 * SAMPLE_ELEMENTS:
                 sample = _sampled_update(update)
-                if sum(c.size for c in sample.changes.values() if c.data is not None) <= size // 2:
+                if _data_size(sample) <= size // 2:
                     # a large update: pick the quantizer on a row sample (both tuned and
                     # encoded there), then tune only that one on everything
                     pick = self._better_quantizer(sample, {})
@@ -461,7 +461,7 @@ def _sampled_update(update: Update) -> Update:
     """Every k-th row of the update's large tensors (every k-th run of a long vector; small
     ones whole, kernels kept whole), about SAMPLE_ELEMENTS elements: where ``quant=auto``
     compares its quantizers on a large update before tuning the one it keeps on everything."""
-    stride = _sample_stride(sum(c.size for c in update.changes.values() if c.data is not None))
+    stride = _sample_stride(_data_size(update))
     changes = {}
     for name, change in update.changes.items():
         rows = None if change.data is None else _sampling_rows(np.asarray(change.data), stride)
@@ -473,6 +473,11 @@ def _sampled_update(update: Update) -> Update:
             change = dataclasses.replace(change, shape=tuple(int(n) for n in data.shape), data=data, base=None, target=None)
         changes[name] = change
     return dataclasses.replace(update, changes=changes)
+
+
+def _data_size(update: Update) -> int:
+    """Elements of the update's tensors that carry data (what its coding passes walk)."""
+    return sum(c.size for c in update.changes.values() if c.data is not None)
 
 
 def _sample_stride(elements: int) -> int:
