@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,7 +47,7 @@ def step_for_max_rel_error(
     deltas = [np.asarray(d, dtype=np.float64).reshape(-1) for d in deltas if np.size(d)]
     if not 0 < target < 1:
         raise InputError("max_rel_error must lie in (0, 1)")
-    peak = max((max(float(d.max()), -float(d.min())) for d in deltas), default=0.0)  # no |d| copy
+    peak = peak_magnitude(deltas)
     if peak == 0.0:
         return 1.0
     total = sum(d.size for d in deltas)
@@ -133,6 +133,37 @@ if TYPE_CHECKING:
 
 #: bits/param tolerance the target-bits bisection aims at (the acceptance bound is 2%)
 TARGET_BITS_TOLERANCE = 0.005
+#: ... and that bound: a search whose rate curve jumps over the target (a representation
+#: switch, values on a few levels) keeps the costliest step at most this far above it
+TARGET_BITS_SLACK = 0.02
+
+
+def finest_step(peak: float) -> float:
+    """The finest step a rate search tries for deltas of largest magnitude ``peak``.
+
+    Levels of the largest delta then stay below 2**29, inside every quantizer's range
+    (dq and rdoq stop at 2**30 - 1), and finer than a float32 value's own precision: a
+    finer step only spends bits on rounding noise. At that step the codecs store a tensor
+    bit-exactly whenever that is smaller (``update._exact_if_smaller``), so a target beyond
+    it is met, or bettered, by the exact update.
+    """
+    return max(peak * 2.0**-29, SMALLEST_STEP)
+
+
+def step_within_budget(seen: Mapping[float, float], bits: float) -> float:
+    """Of the steps tried (step -> measured bits/param), the one to return for ``bits``.
+
+    The closest to ``bits`` among those within TARGET_BITS_SLACK of it; when none is (the
+    rate curve jumps over the target), the costliest one under the target, so a budget is
+    not overrun by the jump; when every step tried costs more, the cheapest.
+    """
+    near = [s for s in seen if abs(seen[s] - bits) <= TARGET_BITS_SLACK * bits]
+    if near:
+        return min(near, key=lambda s: abs(seen[s] - bits))
+    under = [s for s in seen if seen[s] <= bits]
+    if under:
+        return max(under, key=lambda s: seen[s])
+    return min(seen, key=lambda s: seen[s])
 
 
 def _measure(update: Update, make: Callable[[float], Codec], step: float) -> EncodeReport:
@@ -207,21 +238,22 @@ def step_for_target_bits(update: Update, make: Callable[[float], Codec], bits: f
     """The step whose container costs ``bits`` per coded parameter (headers included), by bisection.
 
     Brackets the target by expanding geometrically from a moderate step, then bisects on
-    log(step) until the measured bits/param is within 0.5% of ``bits``; returns the
-    closest step seen. Raises :class:`InputError` if the target is below what headers
-    alone cost or above what the smallest step reaches.
+    log(step) until the measured bits/param is within 0.5% of ``bits``; a rate curve that
+    jumps over the target ends at :func:`step_within_budget`. A target beyond what
+    :func:`finest_step` costs returns that step (the update at its type's precision, or
+    exact, in fewer bits than asked); one below what headers alone cost raises
+    :class:`InputError`.
     """
     if not bits > 0:
         raise InputError("target bits must be positive")
     lo = hi = _start_step(update)  # rate(lo) >= bits >= rate(hi)
+    finest = finest_step(peak_magnitude(update.float_deltas()))
     measure = _Tensors(update, make, lo)
     rate = measure.bits
-    for _ in range(40):
-        if rate(lo) >= bits:
-            break
-        lo /= 4
-    else:
-        raise InputError(f"{bits} bits/param is beyond what the smallest step reaches")
+    while rate(lo) < bits:
+        if lo <= finest:
+            return lo
+        lo = max(lo / 4, finest)
     for _ in range(40):
         if rate(hi) <= bits:
             break
@@ -231,15 +263,22 @@ def step_for_target_bits(update: Update, make: Callable[[float], Codec], bits: f
     seen: dict[float, float] = {lo: rate(lo), hi: rate(hi)}
     for _ in range(iterations):
         best = min(seen, key=lambda s: abs(seen[s] - bits))
-        if abs(seen[best] - bits) <= TARGET_BITS_TOLERANCE * bits or hi / lo < 1 + 1e-9:
+        if abs(seen[best] - bits) <= TARGET_BITS_TOLERANCE * bits:
             return best
+        if hi / lo < 1 + 1e-9:
+            break
         mid = float(np.sqrt(lo * hi))
         seen[mid] = rate(mid)
         if seen[mid] >= bits:
             lo = mid
         else:
             hi = mid
-    return min(seen, key=lambda s: abs(seen[s] - bits))
+    return step_within_budget(seen, bits)
+
+
+def peak_magnitude(deltas: Sequence[np.ndarray]) -> float:
+    """Largest magnitude over ``deltas`` (no ``abs`` copy of a large update)."""
+    return max((max(float(d.max()), -float(d.min())) for d in deltas if d.size), default=0.0)
 
 
 def step_for_lambda(update: Update, make: Callable[[float], Codec], lam: float) -> float:

@@ -21,7 +21,15 @@ from .codecs import pipeline as pipelines
 from .codecs.base import ArraySpec, ArrayToArray
 from .codecs.lowrank import best_lowrank
 from .codecs.pipeline import Pipeline
-from .codecs.presets import Codec, Plan, entropy_tails, parse_codec, plan_statistic, statistic_step
+from .codecs.presets import (
+    LOSSLESS_BYTES_TAILS,
+    Codec,
+    Plan,
+    entropy_tails,
+    parse_codec,
+    plan_statistic,
+    statistic_step,
+)
 from .errors import BaseMismatchError, CodecError, InputError, LimitError, ShapeMismatchError
 from .fingerprint import fingerprint, storage_view, tensor_dtype_name
 from .format import (
@@ -350,7 +358,39 @@ def encode_change(
                 report.payload_bytes = len(choice.payload)
                 report.pipeline = factored.describe()
                 report.squared_error = choice.squared_error
+        if not dry and not codec.lossless and report.squared_error > 0:
+            _exact_if_smaller(change, record, report)
     return record, report
+
+
+#: a lossy payload above this fraction of the tensor's own bytes is checked against the
+#: exact XOR code (fp16/bf16 casts, at half, are not)
+EXACT_CHECK_FRACTION = 0.6
+
+
+def _exact_if_smaller(change: TensorChange, record: TensorRecord, report: TensorReport) -> None:
+    """Store ``change`` bit-exactly (XOR with the base, lossless tails) when that is no larger.
+
+    At an error target near the type's own precision (``max_rel_error=1e-8`` on float32,
+    a huge bit target) a quantizer's levels cost more than the values themselves: 37
+    bits/param measured for ``uniform`` at 1e-10. The exact code then has zero error in
+    fewer bytes, so it dominates; it is tried only when the lossy payload is large.
+    """
+    if change.base is None or change.target is None:
+        return
+    if report.payload_bytes < EXACT_CHECK_FRACTION * change.size * dtypes.storage_dtype(change.dtype).itemsize:
+        return
+    spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, Combine.XOR))
+    payload, tail = pipelines.smallest_tail(LOSSLESS_BYTES_TAILS, change.values_for(Combine.XOR), spec, change.name)
+    if len(payload) > report.payload_bytes:
+        return
+    exact = Pipeline(tuple(tail))
+    record.combine = report.combine = Combine.XOR
+    record.stages = [s.record() for s in exact.stages]
+    record.payload = payload
+    report.payload_bytes = len(payload)
+    report.pipeline = exact.describe()
+    report.squared_error = 0.0
 
 
 def _specs(prefix: list, spec: ArraySpec) -> list[ArraySpec]:

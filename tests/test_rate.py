@@ -44,6 +44,55 @@ def test_target_bits_below_header_cost_is_refused() -> None:
         nnupdate.encode_with_report(_update(), "rd:target_bits=0.0001")
 
 
+def _bit_exact(update: nnupdate.Update, report: nnupdate.EncodeReport, base: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> bool:
+    applied = nnupdate.apply(base, nnupdate.decode(report.data))
+    return all(np.array_equal(applied[k].view(np.uint8), new[k].view(np.uint8)) for k in new)
+
+
+@pytest.mark.parametrize("codec", ["ctx", "ctx:quant=fast", "uniform", "rd"])
+def test_error_target_below_the_types_precision_is_met_exactly(codec: str) -> None:
+    """Levels for 1e-10 would cost more than float32 itself (or overflow): the tensors go
+    exact, in fewer bytes than their levels, instead of an error or a missed target."""
+    g = np.random.default_rng(4)
+    base = {"w": g.standard_normal((128, 96)).astype(np.float32)}
+    new = {"w": base["w"] + (1e-3 * g.standard_normal((128, 96))).astype(np.float32)}
+    update = nnupdate.diff(base, new)
+    report = nnupdate.encode_with_report(update, _with(codec, "max_rel_error=1e-10"))
+    assert report.relative_error <= 1e-10
+    assert report.bits_per_parameter < 32
+    assert _bit_exact(update, report, base, new)
+
+
+@pytest.mark.parametrize("codec", ["ctx", "rd"])
+def test_target_bits_beyond_the_finest_step_returns_it(codec: str) -> None:
+    """A budget above what the update can use (40 bits/param of float32) is not an error:
+    the update comes back at its precision, exact, in fewer bits than allowed."""
+    g = np.random.default_rng(5)
+    base = {"w": g.standard_normal((64, 64)).astype(np.float32)}
+    new = {"w": base["w"] + (1e-3 * g.standard_normal((64, 64))).astype(np.float32)}
+    update = nnupdate.diff(base, new)
+    report = nnupdate.encode_with_report(update, _with(codec, "target_bits=40"))
+    assert report.bits_per_parameter < 32
+    assert _bit_exact(update, report, base, new)
+
+
+def test_target_bits_does_not_overrun_a_jump_in_the_rate_curve() -> None:
+    """Values on three levels (+-c, 0): no step costs 0.5 bits/param, the rate jumps from
+    ~0.9 to ~0. The search returns a step under the budget, not the closest one above."""
+    g = np.random.default_rng(6)
+    x = (np.sign(g.standard_normal((256, 256))) * 1e-3 * (g.random((256, 256)) < 0.3)).astype(np.float32)
+    update = nnupdate.diff({"w": np.zeros_like(x)}, {"w": x})
+    for codec in ("ctx", "rd"):
+        report = nnupdate.encode_with_report(update, _with(codec, "target_bits=0.5"))
+        assert report.bits_per_parameter <= 0.5 * 1.02
+
+
+def test_step_within_budget_prefers_near_then_under() -> None:
+    assert rate.step_within_budget({1.0: 2.05, 2.0: 1.99, 3.0: 0.5}, 2.0) == 2.0
+    assert rate.step_within_budget({1.0: 3.0, 2.0: 1.2, 3.0: 0.5}, 2.0) == 2.0
+    assert rate.step_within_budget({1.0: 3.0, 2.0: 2.5}, 2.0) == 2.0
+
+
 def test_lambda_trades_rate_for_distortion() -> None:
     update = _update(2)
     results = []

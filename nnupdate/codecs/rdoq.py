@@ -382,7 +382,7 @@ def _step_for_error(
     """Largest step with RDOQ error <= target: a secant search on the quantizer alone (on a
     sample of rows when the update is large), then measured checks on dry encodes; on a
     large update the first check is the full encode, which is usually the one returned."""
-    from ..rate import step_for_max_rel_error
+    from ..rate import finest_step, step_for_max_rel_error
 
     peak = max(float(np.abs(d).max()) for d in deltas)
     if peak == 0.0:
@@ -424,10 +424,17 @@ def _step_for_error(
 
     # a large update settles for a wider band: each trial is a pass over all of it
     step = _secant_search(container_error, step, target, peak, LARGE_TOLERANCE if large else SEARCH_TOLERANCE)
+    finest = finest_step(peak)
     for _ in range(100):  # the search found nothing at or below the target: shrink until it holds
         if container_error(step) <= target:
             return step
-        step *= 0.995
+        if step <= finest:
+            break
+        step = max(step * 0.995, finest)
+    # a target below what levels reach (near the type's precision): at the finest step the
+    # tensors are stored exactly where that is smaller, which may meet it
+    if _measure(update, codec.with_step(finest), measured).relative_error <= target:
+        return finest
     raise InputError(f"ctx: no step reaches relative error {target}")
 
 
@@ -572,6 +579,8 @@ def _secant_search(error: Callable[[float], float], step: float, target: float, 
     feasible side, kept inside the bracket known so far; two to four passes where a
     bisection took six to nine. Returns the smallest step tried if none met the target.
     """
+    from ..rate import finest_step
+
     seen: dict[float, float] = {}
     lo, e_lo = 0.0, 0.0  # largest step known to meet the target, and its error
     hi = math.inf  # smallest step known to miss it
@@ -589,7 +598,7 @@ def _secant_search(error: Callable[[float], float], step: float, target: float, 
             proposal = _power_law_step(step, err, previous, target * (1 - tolerance / 2), 1.0, (0.3, 3.0), lo, hi, 2.0)
         else:
             proposal = step * 4
-        proposal = min(max(proposal, peak * 1e-9), peak * 4)
+        proposal = min(max(proposal, finest_step(peak)), peak * 4)
         if proposal in seen:
             break
         previous = (step, err)
@@ -616,10 +625,13 @@ def _step_for_bits(
             trials(f"step {step:.4g}: {seen[step]:.4g} bits/param")
         return seen[step]
 
-    from ..rate import step_for_max_rel_error
+    from ..rate import finest_step, peak_magnitude, step_for_max_rel_error, step_within_budget
 
-    start = step_for_max_rel_error([d for d in update.float_deltas() if d.size], 0.1)
-    smallest, largest = start * 4.0**-40, start * 4.0**40
+    deltas = [d for d in update.float_deltas() if d.size]
+    start = step_for_max_rel_error(deltas, 0.1)
+    # finer than finest_step only spends bits on rounding noise (and overflows the levels):
+    # a target beyond what it costs gets it, the update at its precision or exact
+    smallest, largest = max(start * 4.0**-40, finest_step(peak_magnitude(deltas))), start * 4.0**40
     lo, hi = 0.0, math.inf  # largest step known to cost >= bits, smallest known to cost <= bits
     step, r = start, rate(start)
     previous: tuple[float, float] | None = None
@@ -630,14 +642,14 @@ def _step_for_bits(
             lo = max(lo, step)
         else:
             hi = min(hi, step)
+            if step <= smallest:
+                return step
         if lo > 0 and hi < math.inf and hi / lo < 1 + 1e-9:
             break
         # a first guess of the exponent: bits fall a little slower than the step grows
-        proposal = _power_law_step(step, r, previous, bits, -0.7, (-4.0, -0.05), lo, hi, 4.0)
-        if proposal < smallest:
-            raise InputError(f"ctx: {bits} bits/param is beyond what the smallest step reaches")
+        proposal = max(_power_law_step(step, r, previous, bits, -0.7, (-4.0, -0.05), lo, hi, 4.0), smallest)
         if proposal > largest:
             raise InputError(f"ctx: {bits} bits/param is below what the container's headers cost")
         previous = (step, r)
         step, r = proposal, rate(proposal)
-    return min(seen, key=lambda s: abs(seen[s] - bits))
+    return step_within_budget(seen, bits)
