@@ -2,7 +2,7 @@
 
 A vector directory holds ``manifest.json`` and, per vector, ``NAME.nnu`` plus, for
 positive vectors, ``NAME.decoded.npz`` (each tensor's decoded data as the pipeline
-produces it: deltas, XOR bit patterns or values; bfloat16 as uint16 bits) and, when
+produces it: deltas, XOR bit patterns, ULP steps or values; bfloat16 as uint16 bits) and, when
 the vector has a base, ``NAME.base.npz`` and ``NAME.applied.npz``. Negative vectors
 name the error class decoding must raise. Every file's SHA-256 is in the manifest, so
 a damaged vector set is reported as such rather than as a decoder bug.

@@ -36,7 +36,7 @@ def test_core_vectors_cover_chunks_stages_combines_and_types() -> None:
     chunks = {c for v in core for c in v["chunks"]}
     assert {"HEAD", "TNSR", "indx", "IEND"} <= chunks and any(c[0].islower() and c != "indx" for c in chunks)
     combines = {t["combine"] for v in core for t in v["tensors"]}
-    assert combines == {"ADD", "REPLACE", "XOR", "KEEP", "REMOVE"}
+    assert combines == {"ADD", "REPLACE", "XOR", "KEEP", "REMOVE", "ULP"}
     dtypes = {t["dtype"] for v in core for t in v["tensors"]}
     assert len(dtypes) == 13
     kinds = {v["kind"] for v in core}

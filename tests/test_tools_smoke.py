@@ -193,3 +193,17 @@ def test_shannon_bound_matches_gaussian_rate_distortion() -> None:
     alone = bench_vs_nncodec.shannon_bound_bits(item, 0.1)
     assert bench_vs_nncodec.shannon_bound_bits(both, 0.1) == pytest.approx(alone, rel=1e-3)  # the histogram grid moves a little
     assert bench_vs_nncodec.shannon_bound_bits(({"w": np.zeros(8, np.float32)}, {"w": np.zeros(8, np.float32)}), 0.1) == 0.0
+
+
+def test_bench_lossless_measures_both_lossless_modes() -> None:
+    """Both modes are measured from written bytes and checked bit-exact by the tool itself."""
+    pytest.importorskip("ml_dtypes")
+    from tools import bench_lossless
+
+    g = np.random.default_rng(0)
+    w = (0.02 * g.standard_normal((64, 96))).astype(np.float32)
+    base, new = {"w": w.astype(np.float16)}, {"w": (w + 1e-3 * g.standard_normal(w.shape)).astype(np.float16)}
+    result = bench_lossless.measure(base, new)
+    assert set(result) == {"xor", "ulp"}
+    assert result["ulp"]["bits_per_param"] < result["xor"]["bits_per_param"]
+    assert all(r["encode_mb_s"] > 0 and r["decode_mb_s"] > 0 for r in result.values())

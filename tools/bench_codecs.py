@@ -164,8 +164,8 @@ def _accumulate_distortion(point: Point, truth: np.ndarray, decoded: np.ndarray)
 def _decoded_delta(change: Any, dtypes: Any, Combine: Any, truth: np.ndarray) -> np.ndarray:
     if change.combine == Combine.ADD:
         return dtypes.to_float64(change.data, change.dtype)
-    if change.combine == Combine.XOR:
-        return truth  # exact by construction (bit patterns XORed)
+    if change.combine in (Combine.XOR, Combine.ULP):
+        return truth  # exact by construction (bit patterns XORed, or moved by whole ULPs)
     if change.combine == Combine.KEEP:
         return np.zeros_like(truth)
     raise RuntimeError(f"{change.name}: unexpected combine {change.combine.name} in a delta update")

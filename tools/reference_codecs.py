@@ -305,9 +305,7 @@ def _bound(cid: int, n: int, inner: str) -> int:
 
 
 def run_pipeline(rec: ref.Record) -> Tensor:
-    ptype = rec.dtype
-    if rec.combine == "XOR":
-        ptype = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}[BY_NAME[rec.dtype][1]]
+    ptype = ref.pipeline_type(rec)
     n = math.prod(rec.shape)
     ids = [cid for cid, _ in rec.stages]
     serial = [i for i, cid in enumerate(ids) if cid in SERIALIZERS]

@@ -36,7 +36,7 @@ TYPES = {
 }
 BY_NAME = {v[0]: (code, v[1], v[2]) for code, v in TYPES.items()}
 FLOATS = ("float32", "float16", "bfloat16", "float64")
-COMBINES = ("ADD", "REPLACE", "XOR", "KEEP", "REMOVE")
+COMBINES = ("ADD", "REPLACE", "XOR", "KEEP", "REMOVE", "ULP")
 MAX_ELEMENTS = 1 << 29
 MAX_HEADER_BYTES = 1 << 20
 
@@ -287,11 +287,18 @@ def zstd_decode(params: dict[str, object], payload: bytes, bound: int) -> bytes:
 ARRAY_TO_ARRAY, ARRAY_TO_BYTES, BYTES_TO_BYTES = {0x0010}, {0x0001, 0x0020}, {0x0030}
 
 
+def pipeline_type(rec: Record) -> str:
+    """§4.3: XOR decodes to the unsigned, ULP to the signed integer of the element width."""
+    if rec.combine == "XOR":
+        return {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}[BY_NAME[rec.dtype][1]]
+    if rec.combine == "ULP":
+        return {2: "int16", 4: "int32", 8: "int64"}[BY_NAME[rec.dtype][1]]
+    return rec.dtype
+
+
 def run_pipeline(rec: Record) -> Tensor:
     """§7: decode the payload right to left into the pipeline type."""
-    ptype = rec.dtype
-    if rec.combine == "XOR":
-        ptype = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}[BY_NAME[rec.dtype][1]]
+    ptype = pipeline_type(rec)
     n = math.prod(rec.shape)
     ids = [cid for cid, _ in rec.stages]
     for cid in ids:
@@ -421,7 +428,7 @@ def parse_group(body: bytes) -> Record:
         members.append((name, TYPES[code][0], role, shape))
     t.done()
     combine = r.uint(1)
-    if not members or combine > 2:
+    if not members or combine in (3, 4) or combine > 5 or (combine == 5 and members[0][1] not in FLOATS):
         raise RefError("bad group header")
     total = sum(math.prod(m[3]) for m in members)
     if total > MAX_ELEMENTS:
@@ -447,7 +454,7 @@ def parse_tensor(body: bytes) -> Record:
     r = Reader(body)
     name = r.text(2)
     code, role, combine, ndim = r.uint(1), r.uint(1), r.uint(1), r.uint(1)
-    if code not in TYPES or combine > 4 or ndim > 32:
+    if code not in TYPES or combine > 5 or ndim > 32 or (combine == 5 and TYPES[code][0] not in FLOATS):
         raise RefError("bad tensor header")
     shape = tuple(r.uvarint() for _ in range(ndim))
     if math.prod(shape) > MAX_ELEMENTS or math.prod(d or 1 for d in shape) > 1 << 53:
@@ -520,6 +527,19 @@ def fingerprint(base: dict[str, Tensor], names: list[str]) -> bytes:
     return h.digest()
 
 
+def ulp_move(base: bytes, steps: bytes, size: int) -> bytes:
+    """§4.3 ULP: each base bit pattern moved by its step through the order map U."""
+    w = 8 * size
+    s, ones = 1 << (w - 1), (1 << w) - 1
+    out = []
+    for i in range(0, len(base), size):
+        u = int.from_bytes(base[i : i + size], "little")
+        d = int.from_bytes(steps[i : i + size], "little")  # two's complement read as unsigned
+        v = ((u ^ ones if u >= s else u + s) + d) % (1 << w)
+        out.append((v - s if v >= s else v ^ ones).to_bytes(size, "little"))
+    return b"".join(out)
+
+
 def apply(base: dict[str, Tensor], dec: Decoded) -> dict[str, Tensor]:
     if dec.kind == 0:
         referenced = [r.name for r in dec.tensors if r.combine != "REPLACE"]
@@ -545,6 +565,8 @@ def apply(base: dict[str, Tensor], dec: Decoded) -> dict[str, Tensor]:
         d = rec.decoded.data
         if rec.combine == "XOR":
             out[rec.name] = Tensor(rec.dtype, rec.shape, bytes(x ^ y for x, y in zip(b.data, d)))
+        elif rec.combine == "ULP":
+            out[rec.name] = Tensor(rec.dtype, rec.shape, ulp_move(b.data, d, BY_NAME[rec.dtype][1]))
         elif rec.dtype in FLOATS:  # RN_T(b + d): the binary64 sum rounds once more, innocuously (53 >= 2p+2)
             pairs = zip(elements(b), elements(rec.decoded))
             out[rec.name] = Tensor(rec.dtype, rec.shape, b"".join(

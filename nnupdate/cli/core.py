@@ -187,7 +187,7 @@ def decode(
     update_file: Annotated[Path, typer.Argument(metavar="UPDATE")],
     output: Annotated[Path, typer.Option("-o", "--output", help="OUT.npz or OUT.safetensors holding the decoded tensors.")],
 ) -> None:
-    """Decode every tensor of an update (deltas, XOR patterns or values, as stored)."""
+    """Decode every tensor of an update (deltas, XOR patterns, ULP steps or values, as stored)."""
     from .. import adapters
     from ..io import load
 

@@ -51,6 +51,15 @@ LOSSLESS_INT_TAILS: tuple[Tail, ...] = ((Rans(),), (Raw(), Zstd()), (Raw(),))
 LOSSLESS_BYTES_TAILS: tuple[Tail, ...] = ((Raw(), Zstd()), (Raw(),))
 
 
+def ulp_tails() -> tuple[Tail, ...]:
+    """Tails of a ULP change's steps: the ctx coder adapts to each row's scale (a float32
+    ResNet-56 fine-tuning diff: 21.0 bits/param, where XOR + zstd takes 25.5); zstd and
+    raw take steps beyond its range (float64)."""
+    from .context import Context  # context.py registers itself with this module
+
+    return ((Context(),), (Raw(), Zstd()), (Raw(),))
+
+
 #: Above this many symbols ``auto`` tries rans alone: its frequency table is then a small
 #: fraction of the payload, and on ResNet-56 and the FedAvg CNN every tensor or group
 #: above it went to rans anyway, while trying the others cost a third of the encode.
@@ -202,14 +211,29 @@ def parse_codec(spec: str | Codec) -> Codec:
 @register_codec
 @dataclass(frozen=True)
 class RawCodec(Codec):
-    """Lossless: XOR of bit patterns against the base, then zstd. Reproduces NEW bit-exactly."""
+    """Lossless: each float moved by a whole number of representable values (ULP), the
+    steps context-coded; or the XOR of the bit patterns, then zstd. Reproduces NEW bit-exactly."""
 
     name = "raw"
     lossless = True
-    summary = "lossless (XOR with base + zstd); bit-exact"
+    summary = "lossless; bit-exact (16-bit floats: steps in units of the last place, ctx-coded; wider: XOR + zstd)"
+    #: ``ulp``: steps between representable values, ctx-coded (small integers for a small
+    #: update); ``xor``: the bit patterns' XOR, then zstd (a carry flips every bit it
+    #: crosses); ``auto``: ulp for 16-bit floats, xor for wider ones. Measured on
+    #: fine-tuning diffs: ulp is 24-46% smaller on bfloat16 at 16-35 MB/s against xor's
+    #: 90-120; on float32 17% smaller, but at 13 MB/s against 94 (its steps are ~2**17:
+    #: ~30 binary decisions each), so float32 takes it only when asked
+    combine: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.combine not in ("auto", "ulp", "xor"):
+            raise ValueError("combine must be auto, ulp or xor")
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if change.base is not None and change.target is not None:
+            narrow = dtypes.storage_dtype(change.dtype).itemsize == 2
+            if self.combine == "ulp" or (self.combine == "auto" and narrow):
+                return Plan(Combine.ULP, (), ulp_tails())
             return Plan(Combine.XOR, (), LOSSLESS_BYTES_TAILS)
         return Plan(Combine.ADD, (), LOSSLESS_BYTES_TAILS)
 

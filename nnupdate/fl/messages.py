@@ -164,6 +164,8 @@ def new_residual(update: Update, decoded: Update) -> dict[str, np.ndarray]:
             continue
         got = decoded.changes.get(name)
         sent = np.asarray(change.data, dtype=np.float64).reshape(change.shape)
+        if got is not None and got.combine in (Combine.ULP, Combine.XOR):
+            continue  # stored exactly (the exact code was smaller): nothing lost
         if got is None or got.combine != Combine.ADD or got.data is None:
             out[name] = sent
         else:

@@ -49,6 +49,9 @@ class Combine(enum.IntEnum):
     XOR = 2  #: new bits = base bits XOR decoded bits (lossless deltas)
     KEEP = 3  #: new = base; no payload
     REMOVE = 4  #: the tensor is dropped; no payload
+    #: new = base moved by decoded representable values (units in the last place); float
+    #: tensors only, bit-exact (lossless float deltas: small updates are small integers)
+    ULP = 5
 
 
 class Role(enum.IntEnum):

@@ -383,11 +383,18 @@ def _tensor_from(body: memoryview, limits: Limits) -> TensorRecord:
         name=name,
         dtype=dtypes.name_of(dtype),
         shape=shape,
-        combine=_enum(Combine, combine, "combine mode"),
+        combine=_combine(combine, dtypes.name_of(dtype), name),
         role=_role(role),
         stages=_stages_from(r, name, limits),
         payload=r.rest(),
     )
+
+
+def _combine(code: int, dtype: str, name: str) -> Combine:
+    combine = _enum(Combine, code, "combine mode")
+    if combine == Combine.ULP and not dtypes.is_float(dtype):
+        raise FormatError(f"{name}: combine ULP on a {dtype} tensor (float types only)")
+    return combine
 
 
 def group_shape(members: list[Member]) -> tuple[int, ...]:
@@ -415,7 +422,7 @@ def _group_from(body: memoryview, limits: Limits) -> TensorRecord:
         name="",
         dtype=members[0].dtype,
         shape=group_shape(members),
-        combine=_enum(Combine, combine, "combine mode"),
+        combine=_combine(combine, members[0].dtype, members[0].name),
         stages=_stages_from(r, members[0].name, limits),
         payload=r.rest(),
         members=members,

@@ -209,6 +209,8 @@ def _low_rank_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 
 CASES = [
+    Case("context-raw-ulp", "codec raw: float32 and float16 deltas as ULP steps (FORMAT.md §4.3) coded by ctx; "
+         "apply gives NEW bit-exactly", lambda: _codec("raw:combine=ulp"), base=_base, applied=_new),
     Case("context-ctx", "ctx (0x0028), default parameters, on int8/16/32 levels: empty, empty rows, scalar, all-zero, "
          "a single nonzero, +-(2**31-1), conv with zero rows, linear with row/column scales",
          lambda: _ctx_default()[0], expected=lambda: _ctx_default()[1]),

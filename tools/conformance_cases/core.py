@@ -170,6 +170,51 @@ def _float_types() -> bytes:
     return build(tensors, kind=UpdateKind.FULL, metadata={"note": "element types"})
 
 
+def _ulp_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(base, new) per tensor of the ULP vector: small moves, and every crossing a decoder
+    could get wrong (the two zeros, subnormals, infinities, NaN, sign wrap-around)."""
+    g = rng(8)
+    x = g.standard_normal(48)
+    specials32 = np.array([0.0, -0.0, -1e-45, 1.0, np.inf, np.nan, 3.4e38, -np.inf], dtype=np.float32)
+    after32 = np.array([-0.0, 0.0, 1e-45, np.inf, np.nan, 1.0, -3.4e38, np.inf], dtype=np.float32)
+    return {
+        "f32": (x.astype(np.float32), (x + 1e-4 * g.standard_normal(48)).astype(np.float32)),
+        "f32.special": (specials32, after32),
+        "f16": (x.astype(np.float16), (x + 0.01 * g.standard_normal(48)).astype(np.float16)),
+        "f64": (x, x + 1e-12 * g.standard_normal(48)),
+    }
+
+
+def _ulp() -> bytes:
+    from nnupdate.update import ulp_steps
+
+    stages = {"f32": [Raw(), Zstd()], "f32.special": [Raw()], "f16": [Rans()], "f64": [Raw()]}
+    records = []
+    for name, (base, new) in _ulp_pairs().items():
+        steps = ulp_steps(base, new, str(base.dtype))
+        records.append(encode_tensor(name, steps, stages[name], dtype=str(base.dtype), combine=Combine.ULP, pipeline_dtype=str(steps.dtype)))
+    return build(records, metadata={"note": "ULP combine"})
+
+
+def _ulp_bf16_steps() -> np.ndarray:
+    """bfloat16 steps, stated from FORMAT.md §4.3 with Python integers: bits 0x3F80 (1.0)
+    moved by 1, -2 and to -1.0 (0xBF80), -0 to +0, and the largest finite to +inf."""
+    def order(u: int) -> int:
+        return u ^ 0xFFFF if u & 0x8000 else u | 0x8000
+
+    pairs = [(0x3F80, 0x3F81), (0x3F80, 0x3F7E), (0x3F80, 0xBF80), (0x8000, 0x0000), (0x7F7F, 0x7F80)]
+    return np.array([(order(b) - order(a) + 0x8000) % 0x10000 - 0x8000 for a, b in pairs], dtype=np.int16)
+
+
+def _ulp_bf16() -> bytes:
+    return build([encode_tensor("bf16", _ulp_bf16_steps(), [Raw()], dtype="bfloat16", combine=Combine.ULP, pipeline_dtype="int16")])
+
+
+def _ulp_int() -> bytes:
+    steps = np.array([1, -2, 3], dtype=np.int32)
+    return build([encode_tensor("count", steps, [Raw()], combine=Combine.ULP)])
+
+
 def _shapes() -> bytes:
     tensors = [
         encode_tensor("scalar.f32", np.array(3.25, dtype=np.float32), [Raw()]),
@@ -204,13 +249,13 @@ def _ancillary() -> bytes:
 
 
 def _newer_minor() -> bytes:
-    return reframe(_encode("raw"), minor=200)
+    return reframe(_encode("raw:combine=xor"), minor=200)
 
 
 def _full_kind() -> bytes:
     new = _new()
     new.pop("bn.num_batches_tracked")
-    return nnupdate.full(new, round=9, producer="full-test").encode("raw")
+    return nnupdate.full(new, round=9, producer="full-test").encode("raw:combine=xor")
 
 
 # ----------------------------------------------------------------------------- negative vectors
@@ -355,6 +400,7 @@ NEGATIVE = [
          lambda: reframe(_two_lanes(), edit=_edit_first_tnsr(_set_lanes(3))), error="CodecError"),
     Case("core-neg-raw-size", "raw payload one byte short of shape x element size",
          lambda: reframe(_full_raw(), edit=_edit_first_tnsr(lambda b: b[:-1])), error="CodecError"),
+    Case("core-neg-ulp-int", "combine ULP on an int32 tensor (float types only)", _ulp_int, error="FormatError"),
 ]
 
 
@@ -385,8 +431,14 @@ CASES = [
     Case("core-group-zstd-table", "a TGRP of 40 members whose member table is one zstd frame (table mode 1)",
          _group_zstd_table),
     Case("core-lossless-xor", "codec raw: float deltas as XOR of bit patterns (raw or raw|zstd), KEEP, REMOVE, "
-         "REPLACE, integer ADD; apply reproduces NEW bit-exactly", lambda: _encode("raw", round=1), base=_base,
+         "REPLACE, integer ADD; apply reproduces NEW bit-exactly", lambda: _encode("raw:combine=xor", round=1), base=_base,
          applied=_new),
+    Case("core-lossless-ulp", "combine ULP: float32, float16 and float64 moved by whole ULPs, across +-0, "
+         "subnormals, infinities, NaN and a sign flip (raw, raw|zstd, rans); apply gives NEW bit-exactly",
+         _ulp, base=lambda: {k: b for k, (b, _) in _ulp_pairs().items()},
+         applied=lambda: {k: n for k, (_, n) in _ulp_pairs().items()}),
+    Case("core-lossless-ulp-bf16", "combine ULP on bfloat16 (decoded steps stated from the spec's integer map)",
+         _ulp_bf16, expected=lambda: {"bf16": _ulp_bf16_steps()}),
     Case("core-fp16", "codec fp16: float32 deltas stored as float16 (ADD)", lambda: _encode("fp16"), base=_base),
     Case("core-bf16", "codec bf16: float32 deltas stored as bfloat16 (ADD)", lambda: _encode("bf16"), base=_base),
     Case("core-zstd", "codec zstd: float32 deltas, raw float32 | zstd", lambda: _encode("zstd"), base=_base),
