@@ -120,3 +120,16 @@ def test_error_feedback_carries_nothing_for_an_exact_tensor() -> None:
     decoded = nnupdate.decode(update.encode("ctx:max_rel_error=0.05"))
     assert decoded.changes["w"].combine == Combine.ULP
     assert new_residual(update, decoded) == {}
+
+
+@pytest.mark.parametrize("codec", ["ctx:max_rel_error=0.1", "uniform:max_rel_error=0.1"])
+def test_error_of_a_16_bit_update_is_the_applied_models(codec: str) -> None:
+    """apply rounds base + delta to bfloat16 again, often onto the new value: the reported
+    error is the applied model's, and ctx's rate control spends what that allows."""
+    base, new = _bf16_finetune(2e-4)
+    report = nnupdate.encode_with_report(nnupdate.diff(base, new), codec)
+    applied = dtypes.to_float64(nnupdate.apply(base, nnupdate.decode(report.data))["w"].view(np.uint16), "bfloat16")
+    b, n = base["w"].astype(np.float64), new["w"].astype(np.float64)
+    assert report.relative_error == pytest.approx(np.linalg.norm(applied - n) / np.linalg.norm(n - b), rel=1e-9)
+    if codec.startswith("ctx"):
+        assert 0.098 <= report.relative_error <= 0.1

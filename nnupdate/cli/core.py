@@ -145,21 +145,27 @@ def apply_(
     save_name_map: Annotated[
         Path | None, typer.Option(help="Write the resolved name map as editable JSON (for --name-map FILE).")
     ] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Apply an update to its base and write the new checkpoint in the base's format (or OUTPUT's)."""
+    import time
+
     from .. import adapters
     from ..io import load
     from ..update import apply
 
-    with library_progress(True):
+    start = time.perf_counter()
+    with library_progress(not json_):
         update = load(update_file)
     base_tensors = adapters.read_tensors(base)
+    notes: list[str] = []
     if name_map is not None:
         from ..adapters.namemap import apply_with_name_map
 
         mapped = apply_with_name_map(base, base_tensors, update, name_map, force=force)
         result = mapped.tensors
-        for line in mapped.name_map.notes():
+        notes = mapped.name_map.notes()
+        for line in [] if json_ else notes:
             console().print(f"  {line}", markup=False)
         if save_name_map is not None:
             import json
@@ -179,6 +185,21 @@ def apply_(
             raise
     result = adapters.restore_bfloat16(result, {n: c.dtype for n, c in update.changes.items()})
     adapters.write_tensors(output, result, like=base)
+    if json_:
+        combines: dict[str, int] = {}
+        for change in update.changes.values():
+            combines[change.combine.name] = combines.get(change.combine.name, 0) + 1
+        emit_json(
+            {
+                "output": str(output),
+                "tensors": len(result),
+                "changes": combines,
+                "base_fingerprint_checked": update.base_fingerprint is not None and not force and name_map is None,
+                "name_map_notes": notes,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        return
     console().print(f"wrote [bold]{output}[/] ({len(result)} tensors)")
 
 
@@ -186,15 +207,24 @@ def apply_(
 def decode(
     update_file: Annotated[Path, typer.Argument(metavar="UPDATE")],
     output: Annotated[Path, typer.Option("-o", "--output", help="OUT.npz or OUT.safetensors holding the decoded tensors.")],
+    json_: JsonOpt = False,
 ) -> None:
     """Decode every tensor of an update (deltas, XOR patterns, ULP steps or values, as stored)."""
     from .. import adapters
     from ..io import load
 
-    with library_progress(True):
+    with library_progress(not json_):
         update = load(update_file)
     arrays = {name: c.data for name, c in update.changes.items() if c.data is not None}
     adapters.write_tensors(output, arrays)
+    if json_:
+        emit_json(
+            {
+                "output": str(output),
+                "tensors": {n: {"combine": c.combine.name, "dtype": str(arrays[n].dtype)} for n, c in update.changes.items() if n in arrays},
+            }
+        )
+        return
     console().print(f"wrote [bold]{output}[/] ({len(arrays)} tensors)")
 
 
