@@ -98,6 +98,13 @@ def test_round_trip_real_checkpoint(tmp_path: Path, models, suffix: str, capsys)
     assert main(["decode", str(lossy), "-o", str(tmp_path / "d.npz")]) == 0
     decoded = adapters.read_tensors(tmp_path / "d.npz")
     assert set(decoded) == {t["name"] for t in info["tensors"] if t["combine"] not in ("KEEP", "REMOVE")}
+    capsys.readouterr()
+    assert main(["decode", str(lossy), "-o", str(tmp_path / "d2.npz"), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["tensors"]) == set(decoded)
+    assert main(["apply", str(base_file), str(lossy), "-o", str(tmp_path / f"out2{suffix}"), "--json"]) == 0
+    applied = json.loads(capsys.readouterr().out)
+    assert applied["output"].endswith(f"out2{suffix}") and applied["tensors"] == len(new) and applied["base_fingerprint_checked"]
+    assert sum(applied["changes"].values()) == len(info["tensors"])
     assert main(["apply", str(base_file), str(lossy), "-o", str(tmp_path / f"lossy{suffix}")]) == 0
     approx = adapters.read_tensors(tmp_path / f"lossy{suffix}")
     num = sum(float(np.sum((approx[k].astype(np.float64) - new[k]) ** 2)) for k in new if new[k].dtype.kind == "f")
