@@ -73,14 +73,16 @@ def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
 
 
 def float32_to_bfloat16(values: np.ndarray) -> np.ndarray:
-    """Round float32 to bfloat16 bit patterns, nearest-even, NaN kept quiet."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    """Round float32 to bfloat16 bit patterns, nearest-even, NaN kept quiet; same shape
+    (``np.ascontiguousarray`` alone turns a 0-d array into shape (1,))."""
+    shape = np.shape(values)
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).reshape(-1)
     rounding = ((bits >> 16) & 1) + 0x7FFF
     out = ((bits + rounding) >> 16).astype(np.uint16)
-    nan = np.isnan(values)
+    nan = np.isnan(bits.view(np.float32))
     if nan.any():
         out[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)
-    return out
+    return out.reshape(shape)
 
 
 def to_float64(array: np.ndarray, name: str) -> np.ndarray:

@@ -366,3 +366,16 @@ def test_vectorized_varints_match_the_scalar_ones(values: list[int]) -> None:
     assert uvarint_bytes(np.array(values, dtype=np.uint64)) == bytes(scalar)
     reader = Reader(bytes(scalar) + b"\x01")
     assert reader.uvarints(len(values)).tolist() == values and reader.remaining == 1
+
+
+@pytest.mark.parametrize("codec", ["uniform", "ctx", "fp16", "bf16", "raw"])
+def test_bfloat16_scalar_keeps_its_shape(codec: str) -> None:
+    """A 0-d bfloat16 tensor (alone or in a TGRP group) comes back 0-d: the float32 ->
+    bfloat16 rounding used to return shape (1,), so apply changed the model's shapes and
+    the fp16 cast refused the tensor."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    g = np.random.default_rng(0)
+    base = {"s": np.array(1.5, np.float32).astype(ml_dtypes.bfloat16), "v": g.standard_normal(16).astype(ml_dtypes.bfloat16)}
+    new = {"s": np.array(1.625, np.float32).astype(ml_dtypes.bfloat16), "v": (base["v"].astype(np.float32) + 0.1).astype(ml_dtypes.bfloat16)}
+    out = nnupdate.apply(base, nnupdate.decode(nnupdate.diff(base, new).encode(codec)))
+    assert {k: v.shape for k, v in out.items()} == {"s": (), "v": (16,)}
