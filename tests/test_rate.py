@@ -156,3 +156,17 @@ def test_subnormal_float64_deltas_neither_crash_nor_hang(codec: str) -> None:
     assert rate.step_for_max_rel_error(update.float_deltas(), 0.1) > 0
     out = nnupdate.apply(base, nnupdate.decode(update.encode(codec)))
     assert out["w"].shape == (4,) and np.all(np.abs(out["w"]) <= 1e-300)
+
+
+@pytest.mark.parametrize("codec", ["uniform", "ctx", "ctx:quant=fast", "rd:rounding=nearest"])
+def test_error_target_holds_on_the_applied_float32_model(codec: str) -> None:
+    """A delta 1e-6 the size of its weights is ~8 ULPs: apply's rounding to float32 is a
+    visible part of the damage. The error reported (and targeted) is the applied model's."""
+    g = np.random.default_rng(7)
+    base = {"w": g.standard_normal((64, 128)).astype(np.float32)}
+    new = {"w": (base["w"] + 1e-6 * g.standard_normal((64, 128))).astype(np.float32)}
+    report = nnupdate.encode_with_report(nnupdate.diff(base, new), _with(codec, "max_rel_error=0.05"))
+    applied = nnupdate.apply(base, nnupdate.decode(report.data))["w"].astype(np.float64)
+    actual = np.linalg.norm(applied - new["w"]) / np.linalg.norm(new["w"].astype(np.float64) - base["w"])
+    assert report.relative_error == pytest.approx(actual, rel=1e-9, abs=1e-12)
+    assert actual <= 0.05

@@ -303,18 +303,40 @@ class UniformCodec(Codec):
             raise ValueError("step must be >= 0 and max_rel_error in (0, 1)")
 
     def prepare(self, update: Update) -> UniformCodec:
-        if self.step > 0:
-            return self
-        from ..rate import step_for_max_rel_error
+        return self.prepare_measured(update)[0]
 
-        step = step_for_max_rel_error(update.float_deltas(), self.max_rel_error, self.rounding, self.seed)
-        return dataclasses.replace(self, step=step)
+    def prepare_measured(self, update: Update) -> tuple[UniformCodec, EncodeReport | None]:
+        """The step from the quantizer's error on the deltas (a sample of a large update),
+        then checked on the encoded update, whose error is the applied model's (rounding
+        to the tensor type included): shrunk until it holds, or, when rounding alone
+        exceeds the target, the finest step, where tensors go exact."""
+        if self.step > 0:
+            return self, None
+        from ..rate import finest_step, peak_magnitude, step_for_max_rel_error
+        from ..update import encode_with_report
+
+        deltas = update.float_deltas()
+        chosen = dataclasses.replace(self, step=step_for_max_rel_error(deltas, self.max_rel_error, self.rounding, self.seed))
+        for _ in range(UNIFORM_CHECKS):
+            report = encode_with_report(update, chosen)
+            if report.relative_error <= self.max_rel_error:
+                return chosen, report
+            # rounding to the tensor type adds a floor the step does not shrink: aim below
+            shrink = min(0.99, max(0.5, (0.999 * self.max_rel_error / report.relative_error) ** 2))
+            chosen = dataclasses.replace(chosen, step=chosen.step * shrink)
+        chosen = dataclasses.replace(chosen, step=finest_step(peak_magnitude(deltas)))
+        return chosen, encode_with_report(update, chosen)
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
             raise InputError("uniform: no step chosen (call prepare() or pass step=...)")
         seed = _tensor_seed(self.seed, change.name)
         return Plan(Combine.ADD, (Uniform(self.step, self.rounding, seed),), entropy_tails(self.coder, change.size))
+
+
+#: encodes ``uniform`` makes to bring a step that misses its error target on the encoded
+#: update within it before it goes to the finest step
+UNIFORM_CHECKS = 8
 
 
 #: Relative L2 error at which running statistics are coded by every lossy codec.
