@@ -355,7 +355,7 @@ def encode_change(
                 report.payload_bytes = len(choice.payload)
                 report.pipeline = factored.describe()
                 report.squared_error = choice.squared_error
-        if not dry and not codec.lossless:  # zero error is no reason to keep a larger payload
+        if not dry and not codec.lossless and codec.exact_when_smaller:  # zero error is no reason to keep a larger payload
             _exact_if_smaller(change, record, report)
     return record, report
 
@@ -571,6 +571,9 @@ def _encode_group(
     shape = group_shape(stored)
     data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members]).reshape(shape)
     combined = TensorChange(f"group:{first.name}", first.dtype, shape, Combine.ADD, data, first.role)
+    if all(m.base is not None and m.target is not None for m in members):  # error on the applied model
+        combined.base = np.concatenate([storage_view(np.asarray(m.base)).reshape(-1) for m in members]).reshape(shape)
+        combined.target = np.concatenate([storage_view(np.asarray(m.target)).reshape(-1) for m in members]).reshape(shape)
     kernels = {kernel_shape(m) for m in members}
     if len(shape) == 2 and len(kernels) == 1:
         combined.kernel = kernels.pop()

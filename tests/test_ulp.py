@@ -133,3 +133,23 @@ def test_error_of_a_16_bit_update_is_the_applied_models(codec: str) -> None:
     assert report.relative_error == pytest.approx(np.linalg.norm(applied - n) / np.linalg.norm(n - b), rel=1e-9)
     if codec.startswith("ctx"):
         assert 0.098 <= report.relative_error <= 0.1
+
+
+def test_baseline_codecs_stay_what_they_are() -> None:
+    """zstd and the casts stand for fixed peers in benchmarks: no exact substitution."""
+    base, new = _bf16_finetune(3e-5)
+    update = nnupdate.diff(base, new)
+    for codec in ("zstd", "fp16", "bf16"):
+        assert nnupdate.encode_with_report(update, codec).tensors[0].combine == Combine.ADD
+
+
+def test_a_group_of_small_tensors_is_measured_on_the_applied_model() -> None:
+    g = np.random.default_rng(9)
+    base = {f"b{i}": g.standard_normal(40).astype(np.float32) for i in range(5)}
+    new = {k: (v + 1e-6 * g.standard_normal(40)).astype(np.float32) for k, v in base.items()}
+    report = nnupdate.encode_with_report(nnupdate.diff(base, new), "uniform:max_rel_error=0.05")
+    assert len(report.tensors) == 1  # one TGRP group
+    applied = nnupdate.apply(base, nnupdate.decode(report.data))
+    num = sum(float(np.sum((applied[k].astype(np.float64) - new[k]) ** 2)) for k in new)
+    den = sum(float(np.sum((new[k].astype(np.float64) - base[k]) ** 2)) for k in new)
+    assert report.relative_error == pytest.approx(np.sqrt(num / den), rel=1e-9) and report.relative_error <= 0.05

@@ -122,6 +122,9 @@ class Codec:
     #: whether running statistics get their own step (quantizers whose step or sparsity is
     #: set for the weights); casts and lossless-ish coders treat them like any tensor
     separate_statistics: ClassVar[bool] = True
+    #: whether a float tensor is stored exactly (ULP steps) where that is no larger than the
+    #: codec's own code; off for the codecs that stand for a fixed baseline (zstd, casts)
+    exact_when_smaller: ClassVar[bool] = True
 
     def prepare(self: C, update: Update) -> C:
         """Resolve update-wide choices (a global step from a rate target); default: none."""
@@ -245,6 +248,7 @@ class ZstdCodec(Codec):
 
     name = "zstd"
     separate_statistics = False
+    exact_when_smaller = False
     summary = "zstd on raw float deltas"
     level: int = 3
 
@@ -260,6 +264,7 @@ class Fp16Codec(Codec):
 
     name = "fp16"
     separate_statistics = False
+    exact_when_smaller = False
     summary = "deltas cast to float16"
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
@@ -273,6 +278,7 @@ class Bf16Codec(Codec):
 
     name = "bf16"
     separate_statistics = False
+    exact_when_smaller = False
     summary = "deltas cast to bfloat16"
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
