@@ -153,3 +153,16 @@ def test_a_group_of_small_tensors_is_measured_on_the_applied_model() -> None:
     num = sum(float(np.sum((applied[k].astype(np.float64) - new[k]) ** 2)) for k in new)
     den = sum(float(np.sum((new[k].astype(np.float64) - base[k]) ** 2)) for k in new)
     assert report.relative_error == pytest.approx(np.sqrt(num / den), rel=1e-9) and report.relative_error <= 0.05
+
+
+def test_uniform_grows_its_step_when_rounding_leaves_room() -> None:
+    """bfloat16: the applied error at the delta's step is well below the target (rounding
+    lands on the new value), so uniform spends fewer bytes for the same promise."""
+    base, new = _bf16_finetune(1e-4)
+    update = nnupdate.diff(base, new)
+    report = nnupdate.encode_with_report(update, "uniform:max_rel_error=0.05")
+    from nnupdate.rate import step_for_max_rel_error
+
+    delta_step = step_for_max_rel_error(update.float_deltas(), 0.05)
+    fixed = nnupdate.encode_with_report(update, f"uniform:step={delta_step}")
+    assert report.relative_error <= 0.05 and len(report.data) < len(fixed.data)
