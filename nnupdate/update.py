@@ -341,7 +341,10 @@ def encode_change(
         else:
             decoded = pipelines.decode(stages, record.payload, spec)
         x = np.asarray(values, dtype=np.float64).reshape(-1)
-        err = _applied_error(change, decoded) if _rounds_on_apply(change) else dtypes.to_float64(decoded, change.dtype).reshape(-1) - x
+        if change.base is not None and change.target is not None:
+            err = _applied_error(change, decoded)
+        else:  # a decoded update re-encoded, a residual carried by error feedback: no target to compare
+            err = dtypes.to_float64(decoded, change.dtype).reshape(-1) - x
         # einsum, not ``@``: BLAS dot spins up its thread pool per call, which costs more
         # than the arithmetic on the small tensors of a typical model.
         report.squared_error = float(np.einsum("i,i->", err, err))
@@ -376,7 +379,7 @@ def _exact_if_smaller(change: TensorChange, record: TensorRecord, report: Tensor
     every = max(1, base.size // EXACT_SAMPLE)
     if _ulp_bits_estimate(ulp_steps(base[::every], target[::every], change.dtype)) * change.size > 8 * report.payload_bytes:
         return
-    steps = ulp_steps(change.base, change.target, change.dtype).reshape(change.shape)
+    steps = change.values_for(Combine.ULP).reshape(change.shape)
     spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, Combine.ULP))
     payload, tail = pipelines.smallest_tail(ulp_tails(), steps, spec, change.name)
     if len(payload) > report.payload_bytes:
@@ -401,18 +404,15 @@ def _ulp_bits_estimate(steps: np.ndarray) -> float:
     return float(np.mean(np.log2(1.0 + magnitude)) + np.mean(magnitude > 0)) if steps.size else 0.0
 
 
-def _rounds_on_apply(change: TensorChange) -> bool:
-    """Whether the error is measured on the applied model (base and target known): ``apply``
-    rounds base + delta to the tensor's type. For 16-bit floats that often lands on the
-    new value exactly (a bfloat16 layer coded at 5% delta error came out at 3.8%); for
-    float32 it adds up to half a ULP of each weight, which is 0.6% of a delta 1e-5 the
-    size of its weights (a fine-tune at a low learning rate): 0.0504 for a 5% target."""
-    return change.base is not None and change.target is not None
-
-
 def _applied_error(change: TensorChange, decoded: np.ndarray) -> np.ndarray:
     """Element-wise ``apply(base, decoded) - target`` in binary64: the error a user of the
-    new model sees (``decoded`` is the pipeline's output in the tensor's storage type)."""
+    new model sees (``decoded`` is the pipeline's output in the tensor's storage type).
+
+    Why not ``decoded - delta``: ``apply`` rounds base + delta to the tensor's type. For
+    16-bit floats that often lands on the new value exactly (a bfloat16 layer coded at 5%
+    delta error came out at 3.8%); for float32 it adds up to half a ULP of each weight,
+    which is visible when the delta is a few ULPs (a fine-tune at a low learning rate: a
+    5% target came out at 5.4%)."""
     assert change.base is not None and change.target is not None
     applied = _add_float(storage_view(change.base), np.asarray(decoded).reshape(change.shape), change.dtype)
     return (dtypes.to_float64(applied, change.dtype) - dtypes.to_float64(storage_view(change.target), change.dtype)).reshape(-1)
