@@ -70,6 +70,11 @@ class TensorChange:
     #: spatial shape of the kernels when this is a stack of convolutions of one kernel
     #: shape (a row group, whose own shape is only ``(rows, L)``); see :func:`kernel_shape`
     kernel: tuple[int, ...] = ()
+    #: encoder-side facts of ``base``/``target``, computed once (rate control encodes many
+    #: times): the largest magnitude of a new value, and the exact code's estimated
+    #: bits/element (see :func:`_target_peak`, :func:`_exact_bits`)
+    target_peak: float | None = field(default=None, repr=False, compare=False)
+    exact_bits: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -341,13 +346,13 @@ def encode_change(
         else:
             decoded = pipelines.decode(stages, record.payload, spec)
         x = np.asarray(values, dtype=np.float64).reshape(-1)
-        if change.base is not None and change.target is not None:
-            err = _applied_error(change, decoded)
-        else:  # a decoded update re-encoded, a residual carried by error feedback: no target to compare
-            err = dtypes.to_float64(decoded, change.dtype).reshape(-1) - x
+        err = dtypes.to_float64(decoded, change.dtype).reshape(-1) - x
         # einsum, not ``@``: BLAS dot spins up its thread pool per call, which costs more
         # than the arithmetic on the small tensors of a typical model.
         report.squared_error = float(np.einsum("i,i->", err, err))
+        if _rounding_may_matter(change, report.squared_error):
+            err = _applied_error(change, decoded)
+            report.squared_error = float(np.einsum("i,i->", err, err))
         report.squared_norm = float(np.einsum("i,i->", x, x))
         if not dry and factor and codec.try_lowrank and change.role != Role.STATISTIC and len(change.shape) >= 2 and report.squared_error > 0:
             choice = best_lowrank(values, spec, report.squared_error, entropy_tails("auto", change.size))
@@ -375,9 +380,7 @@ def _exact_if_smaller(change: TensorChange, record: TensorRecord, report: Tensor
     """
     if change.base is None or change.target is None or not dtypes.is_float(change.dtype):
         return
-    base, target = np.asarray(change.base).reshape(-1), np.asarray(change.target).reshape(-1)
-    every = max(1, base.size // EXACT_SAMPLE)
-    if _ulp_bits_estimate(ulp_steps(base[::every], target[::every], change.dtype)) * change.size > 8 * report.payload_bytes:
+    if _exact_bits(change) * change.size > 8 * report.payload_bytes:
         return
     steps = change.values_for(Combine.ULP).reshape(change.shape)
     spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, Combine.ULP))
@@ -394,14 +397,43 @@ def _exact_if_smaller(change: TensorChange, record: TensorRecord, report: Tensor
 
 
 #: elements whose ULP steps estimate the exact code's size
-EXACT_SAMPLE = 1 << 16
+EXACT_SAMPLE = 1 << 12
 
 
-def _ulp_bits_estimate(steps: np.ndarray) -> float:
-    """Bits/element of coding ``steps``, from below: their mean bit length plus one sign
-    bit per nonzero step (measured 1.2-2.5 bits under the ctx coder's size)."""
-    magnitude = np.abs(steps.astype(np.float64))
-    return float(np.mean(np.log2(1.0 + magnitude)) + np.mean(magnitude > 0)) if steps.size else 0.0
+def _exact_bits(change: TensorChange) -> float:
+    """Bits/element of the exact code of ``change``, from below (cached): on a strided
+    sample of the ULP steps, their mean bit length plus a sign bit per nonzero step
+    (measured 1.2-2.5 bits under the ctx coder's size)."""
+    if change.exact_bits is None:
+        assert change.base is not None and change.target is not None
+        base, target = np.asarray(change.base).reshape(-1), np.asarray(change.target).reshape(-1)
+        every = max(1, base.size // EXACT_SAMPLE)
+        magnitude = np.abs(ulp_steps(base[::every], target[::every], change.dtype).astype(np.float64))
+        change.exact_bits = float(np.mean(np.log2(1.0 + magnitude)) + np.mean(magnitude > 0)) if magnitude.size else 0.0
+    return change.exact_bits
+
+
+def _target_peak(change: TensorChange) -> float:
+    """Largest magnitude of a new value of a float32/float64 ``change`` (cached)."""
+    if change.target_peak is None:
+        target = np.asarray(change.target)
+        change.target_peak = max(abs(float(target.max())), abs(float(target.min()))) if target.size else 0.0
+    return change.target_peak
+
+
+def _rounding_may_matter(change: TensorChange, squared_error: float) -> bool:
+    """Whether the applied model's error (:func:`_applied_error`) can differ from the
+    delta's by more than 0.005%: always for 16-bit floats; for wider ones only when half
+    a ULP of the largest new value, on every element, is not negligible against the
+    delta's error (rounding adds at most that; a float32 update at a few percent error is
+    typically 10**-8 of it, and is spared the extra passes). Needs base and target (a
+    decoded update re-encoded, or a residual carried by error feedback, has none)."""
+    if change.base is None or change.target is None:
+        return False
+    if dtypes.storage_dtype(change.dtype).itemsize == 2:
+        return True
+    half_ulp = _target_peak(change) * (2.0**-24 if change.dtype == "float32" else 2.0**-53)
+    return not np.isfinite(half_ulp) or change.size * half_ulp * half_ulp > 1e-4 * squared_error
 
 
 def _applied_error(change: TensorChange, decoded: np.ndarray) -> np.ndarray:
@@ -574,6 +606,10 @@ def _encode_group(
     if all(m.base is not None and m.target is not None for m in members):  # error on the applied model
         combined.base = np.concatenate([storage_view(np.asarray(m.base)).reshape(-1) for m in members]).reshape(shape)
         combined.target = np.concatenate([storage_view(np.asarray(m.target)).reshape(-1) for m in members]).reshape(shape)
+        # the members' cached facts, so the group (rebuilt per encode) does not recompute them
+        combined.exact_bits = sum(_exact_bits(m) * m.size for m in members) / max(1, sum(m.size for m in members))
+        if first.dtype in ("float32", "float64"):
+            combined.target_peak = max(_target_peak(m) for m in members)
     kernels = {kernel_shape(m) for m in members}
     if len(shape) == 2 and len(kernels) == 1:
         combined.kernel = kernels.pop()
@@ -620,6 +656,13 @@ def encode_records(update: Update, codec: Codec, dry: bool = False) -> tuple[lis
             weights.append(change.size)
     done = parallel.ordered_map(lambda job: job(), jobs, weights, phase=None if dry else "encoding")
     return [record for record, _ in done], [report for _, report in done]
+
+
+def dry_relative_error(update: Update, codec: Codec) -> float:
+    """The relative error ``codec`` (prepared) would give ``update``, from a dry encode:
+    quantizers and transforms only where the tails are lossless (see :func:`encode_change`).
+    The exact and low-rank substitutions it skips only ever lower the error: a safe bound."""
+    return EncodeReport(b"", codec.spec(), encode_records(update, codec, dry=True)[1], 0.0).relative_error
 
 
 def encode_with_report(update: Update, codec: Codec | str = "uniform") -> EncodeReport:

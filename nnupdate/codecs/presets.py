@@ -314,41 +314,42 @@ class UniformCodec(Codec):
 
     def prepare_measured(self, update: Update) -> tuple[UniformCodec, EncodeReport | None]:
         """The step from the quantizer's error on the deltas (a sample of a large update),
-        then checked on the encoded update, whose error is the applied model's (rounding
-        to the tensor type included). Above the target it shrinks until it holds (or,
-        when rounding alone exceeds the target, goes to the finest step, where tensors go
-        exact); well below it (16-bit floats, where rounding often lands on the new value:
-        3.9% for a 5% target) it grows while it holds."""
+        checked on the encoded update, whose error is the applied model's (rounding to the
+        tensor type included). A float32 update usually lands within UNIFORM_BAND of the
+        target at once: that encode is the result. Otherwise (16-bit floats, whose rounding
+        often lands on the new value: 3.6% for a 5% target; float32 deltas of a few ULPs)
+        dry encodes move the step: finer until it holds (or, when rounding alone exceeds
+        the target, the finest step, where tensors go exact), coarser while it holds."""
         if self.step > 0:
             return self, None
         from ..rate import finest_step, peak_magnitude, step_for_max_rel_error
-        from ..update import encode_with_report
+        from ..update import dry_relative_error, encode_with_report
 
         target = self.max_rel_error
         deltas = update.float_deltas()
         chosen = dataclasses.replace(self, step=step_for_max_rel_error(deltas, target, self.rounding, self.seed))
-        feasible: tuple[UniformCodec, EncodeReport] | None = None
+        if not any(dtypes.storage_dtype(c.dtype).itemsize == 2 for c in update.float_delta_changes()):
+            report = encode_with_report(update, chosen)
+            if UNIFORM_BAND * target <= report.relative_error <= target:
+                return chosen, report
+        feasible: UniformCodec | None = None
         missed = math.inf  # smallest step seen above the target
         for _ in range(UNIFORM_CHECKS):
-            report = encode_with_report(update, chosen)
-            error = report.relative_error
+            error = dry_relative_error(update, chosen)
             if error <= target:
-                if feasible is None or chosen.step > feasible[0].step:
-                    feasible = (chosen, report)
+                if feasible is None or chosen.step > feasible.step:
+                    feasible = chosen
                 if error >= UNIFORM_BAND * target or error == 0.0:
-                    return feasible
+                    return feasible, None
                 step = chosen.step * min(2.0, 0.995 * target / error)  # grow towards the target
             else:
                 missed = min(missed, chosen.step)
                 # rounding to the tensor type adds a floor the step does not shrink: aim below
                 step = chosen.step * min(0.99, max(0.5, (0.999 * target / error) ** 2))
-            if feasible is not None and missed < math.inf and not feasible[0].step < step < missed:
-                step = math.sqrt(feasible[0].step * missed)  # between the largest that held and the smallest that missed
+            if feasible is not None and missed < math.inf and not feasible.step < step < missed:
+                step = math.sqrt(feasible.step * missed)  # between the largest that held and the smallest that missed
             chosen = dataclasses.replace(chosen, step=step)
-        if feasible is not None:
-            return feasible
-        chosen = dataclasses.replace(chosen, step=finest_step(peak_magnitude(deltas)))
-        return chosen, encode_with_report(update, chosen)
+        return feasible or dataclasses.replace(chosen, step=finest_step(peak_magnitude(deltas))), None
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
@@ -357,11 +358,11 @@ class UniformCodec(Codec):
         return Plan(Combine.ADD, (Uniform(self.step, self.rounding, seed),), entropy_tails(self.coder, change.size))
 
 
-#: encodes ``uniform`` makes to bring a step that misses its error target on the encoded
-#: update within it before it goes to the finest step
+#: dry encodes ``uniform`` makes to bring a step that misses its error target within it
+#: before it goes to the finest step
 UNIFORM_CHECKS = 8
 #: ... and the fraction of the target below which it tries a larger step (the estimate
-#: lands within it on float32 updates, so they are encoded once)
+#: lands within it on float32 updates: one dry encode)
 UNIFORM_BAND = 0.97
 
 

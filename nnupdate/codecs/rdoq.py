@@ -369,11 +369,11 @@ def _error(update: Update, codec: CtxCodec, measured: dict[CtxCodec, EncodeRepor
     """The container's relative error at ``codec`` (prepared): from a full encode already
     made, else from a dry one (quantizers and transforms only: the ctx coder is lossless,
     and the low-rank alternative it skips only ever lowers the error, so this bound is safe)."""
-    from ..update import EncodeReport, encode_records
+    from ..update import dry_relative_error
 
     if codec in measured:
         return measured[codec].relative_error
-    return EncodeReport(b"", codec.spec(), encode_records(update, codec, dry=True)[1], 0.0).relative_error
+    return dry_relative_error(update, codec)
 
 
 def _step_for_error(
