@@ -75,6 +75,9 @@ class TensorChange:
     #: bits/element (see :func:`_target_peak`, :func:`_exact_bits`)
     target_peak: float | None = field(default=None, repr=False, compare=False)
     exact_bits: float | None = field(default=None, repr=False, compare=False)
+    #: the members of a TGRP group coded as this one change: their base and target are
+    #: joined only when needed (see :func:`_has_reference`, :func:`_join_reference`)
+    parts: tuple[TensorChange, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -351,6 +354,7 @@ def encode_change(
         # than the arithmetic on the small tensors of a typical model.
         report.squared_error = float(np.einsum("i,i->", err, err))
         if _rounding_may_matter(change, report.squared_error):
+            _join_reference(change)
             err = _applied_error(change, decoded)
             report.squared_error = float(np.einsum("i,i->", err, err))
         report.squared_norm = float(np.einsum("i,i->", x, x))
@@ -378,10 +382,11 @@ def _exact_if_smaller(change: TensorChange, record: TensorRecord, report: Tensor
     exact code has no error, so when it is no larger it dominates. A sampled estimate,
     which runs below the measured size, skips the trial where it cannot pay.
     """
-    if change.base is None or change.target is None or not dtypes.is_float(change.dtype):
+    if not _has_reference(change) or not dtypes.is_float(change.dtype):
         return
     if _exact_bits(change) * change.size > 8 * report.payload_bytes:
         return
+    _join_reference(change)
     steps = change.values_for(Combine.ULP).reshape(change.shape)
     spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, Combine.ULP))
     payload, tail = pipelines.smallest_tail(ulp_tails(), steps, spec, change.name)
@@ -421,6 +426,21 @@ def _target_peak(change: TensorChange) -> float:
     return change.target_peak
 
 
+def _has_reference(change: TensorChange) -> bool:
+    """Whether the base and new values of ``change`` are known (a group: every member's);
+    a decoded update re-encoded, or a residual carried by error feedback, has none."""
+    if change.base is not None and change.target is not None:
+        return True
+    return bool(change.parts) and all(p.base is not None and p.target is not None for p in change.parts)
+
+
+def _join_reference(change: TensorChange) -> None:
+    """A group's base and target: its members' storage, joined in member order (once)."""
+    if change.base is None and change.parts:
+        change.base = np.concatenate([storage_view(np.asarray(p.base)).reshape(-1) for p in change.parts]).reshape(change.shape)
+        change.target = np.concatenate([storage_view(np.asarray(p.target)).reshape(-1) for p in change.parts]).reshape(change.shape)
+
+
 def _rounding_may_matter(change: TensorChange, squared_error: float) -> bool:
     """Whether the applied model's error (:func:`_applied_error`) can differ from the
     delta's by more than 0.005%: always for 16-bit floats; for wider ones only when half
@@ -428,7 +448,7 @@ def _rounding_may_matter(change: TensorChange, squared_error: float) -> bool:
     delta's error (rounding adds at most that; a float32 update at a few percent error is
     typically 10**-8 of it, and is spared the extra passes). Needs base and target (a
     decoded update re-encoded, or a residual carried by error feedback, has none)."""
-    if change.base is None or change.target is None:
+    if not _has_reference(change):
         return False
     if dtypes.storage_dtype(change.dtype).itemsize == 2:
         return True
@@ -603,9 +623,8 @@ def _encode_group(
     shape = group_shape(stored)
     data = np.concatenate([np.asarray(m.data).reshape(-1) for m in members]).reshape(shape)
     combined = TensorChange(f"group:{first.name}", first.dtype, shape, Combine.ADD, data, first.role)
-    if all(m.base is not None and m.target is not None for m in members):  # error on the applied model
-        combined.base = np.concatenate([storage_view(np.asarray(m.base)).reshape(-1) for m in members]).reshape(shape)
-        combined.target = np.concatenate([storage_view(np.asarray(m.target)).reshape(-1) for m in members]).reshape(shape)
+    combined.parts = tuple(members)
+    if _has_reference(combined):
         # the members' cached facts, so the group (rebuilt per encode) does not recompute them
         combined.exact_bits = sum(_exact_bits(m) * m.size for m in members) / max(1, sum(m.size for m in members))
         if first.dtype in ("float32", "float64"):

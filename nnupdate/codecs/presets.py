@@ -15,7 +15,6 @@ the codec's own (possibly lossy) pipeline.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -313,43 +312,17 @@ class UniformCodec(Codec):
         return self.prepare_measured(update)[0]
 
     def prepare_measured(self, update: Update) -> tuple[UniformCodec, EncodeReport | None]:
-        """The step from the quantizer's error on the deltas (a sample of a large update),
-        checked on the encoded update, whose error is the applied model's (rounding to the
-        tensor type included). A float32 update usually lands within UNIFORM_BAND of the
-        target at once: that encode is the result. Otherwise (16-bit floats, whose rounding
-        often lands on the new value: 3.6% for a 5% target; float32 deltas of a few ULPs)
-        dry encodes move the step: finer until it holds (or, when rounding alone exceeds
-        the target, the finest step, where tensors go exact), coarser while it holds."""
+        """The largest step whose measured error, the applied model's, meets
+        ``max_rel_error`` (:func:`rate.step_for_rel_error`), with its encode if one was made."""
         if self.step > 0:
             return self, None
-        from ..rate import finest_step, peak_magnitude, step_for_max_rel_error
-        from ..update import dry_relative_error, encode_with_report
+        from ..rate import step_for_rel_error
 
-        target = self.max_rel_error
-        deltas = update.float_deltas()
-        chosen = dataclasses.replace(self, step=step_for_max_rel_error(deltas, target, self.rounding, self.seed))
-        if not any(dtypes.storage_dtype(c.dtype).itemsize == 2 for c in update.float_delta_changes()):
-            report = encode_with_report(update, chosen)
-            if UNIFORM_BAND * target <= report.relative_error <= target:
-                return chosen, report
-        feasible: UniformCodec | None = None
-        missed = math.inf  # smallest step seen above the target
-        for _ in range(UNIFORM_CHECKS):
-            error = dry_relative_error(update, chosen)
-            if error <= target:
-                if feasible is None or chosen.step > feasible.step:
-                    feasible = chosen
-                if error >= UNIFORM_BAND * target or error == 0.0:
-                    return feasible, None
-                step = chosen.step * min(2.0, 0.995 * target / error)  # grow towards the target
-            else:
-                missed = min(missed, chosen.step)
-                # rounding to the tensor type adds a floor the step does not shrink: aim below
-                step = chosen.step * min(0.99, max(0.5, (0.999 * target / error) ** 2))
-            if feasible is not None and missed < math.inf and not feasible.step < step < missed:
-                step = math.sqrt(feasible.step * missed)  # between the largest that held and the smallest that missed
-            chosen = dataclasses.replace(chosen, step=step)
-        return feasible or dataclasses.replace(chosen, step=finest_step(peak_magnitude(deltas))), None
+        step, report = step_for_rel_error(update, self.with_step, self.max_rel_error, self.rounding, self.seed)
+        return self.with_step(step), report
+
+    def with_step(self, step: float) -> UniformCodec:
+        return dataclasses.replace(self, step=step)
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
@@ -358,12 +331,6 @@ class UniformCodec(Codec):
         return Plan(Combine.ADD, (Uniform(self.step, self.rounding, seed),), entropy_tails(self.coder, change.size))
 
 
-#: dry encodes ``uniform`` makes to bring a step that misses its error target within it
-#: before it goes to the finest step
-UNIFORM_CHECKS = 8
-#: ... and the fraction of the target below which it tries a larger step (the estimate
-#: lands within it on float32 updates: one dry encode)
-UNIFORM_BAND = 0.97
 
 
 #: Relative L2 error at which running statistics are coded by every lossy codec.

@@ -26,7 +26,7 @@ from .presets import Codec, Plan, _tensor_seed, register_codec
 from .uniform import Uniform
 
 if TYPE_CHECKING:
-    from ..update import TensorChange, Update
+    from ..update import EncodeReport, TensorChange, Update
 
 
 @register_codec
@@ -55,15 +55,19 @@ class RDCodec(Codec):
         return dataclasses.replace(self, step=step)
 
     def prepare(self, update: Update) -> RDCodec:
+        return self.prepare_measured(update)[0]
+
+    def prepare_measured(self, update: Update) -> tuple[RDCodec, EncodeReport | None]:
         if self.step > 0:
-            return self
+            return self, None
         from .. import rate
 
         if self.target_bits > 0:
-            return self.with_step(rate.step_for_target_bits(update, self.with_step, self.target_bits))
+            return self.with_step(rate.step_for_target_bits(update, self.with_step, self.target_bits)), None
         if self.lam > 0:
-            return self.with_step(rate.step_for_lambda(update, self.with_step, self.lam))
-        return self.with_step(rate.step_for_rel_error(update, self.with_step, self.max_rel_error, self.rounding, self.seed))
+            return self.with_step(rate.step_for_lambda(update, self.with_step, self.lam)), None
+        step, report = rate.step_for_rel_error(update, self.with_step, self.max_rel_error, self.rounding, self.seed)
+        return self.with_step(step), report
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
