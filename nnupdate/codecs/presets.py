@@ -331,8 +331,6 @@ class UniformCodec(Codec):
         return Plan(Combine.ADD, (Uniform(self.step, self.rounding, seed),), entropy_tails(self.coder, change.size))
 
 
-
-
 #: Relative L2 error at which running statistics are coded by every lossy codec.
 STATISTIC_REL_ERROR = 0.01
 
