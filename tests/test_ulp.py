@@ -166,3 +166,24 @@ def test_uniform_grows_its_step_when_rounding_leaves_room() -> None:
     delta_step = step_for_max_rel_error(update.float_deltas(), 0.05)
     fixed = nnupdate.encode_with_report(update, f"uniform:step={delta_step}")
     assert report.relative_error <= 0.05 and len(report.data) < len(fixed.data)
+
+
+def test_raw_refuses_an_unknown_combine() -> None:
+    from nnupdate.errors import InputError
+
+    with pytest.raises(InputError, match="combine"):
+        nnupdate.diff({"w": np.zeros(3, np.float32)}, {"w": np.ones(3, np.float32)}).encode("raw:combine=add")
+
+
+def test_the_container_refuses_ulp_on_an_integer_tensor() -> None:
+    """The format check, independent of the conformance vector (a hand-built record)."""
+    from nnupdate.codecs.raw import Raw
+    from nnupdate.errors import FormatError
+    from nnupdate.format import Container, Header, TensorRecord, UpdateKind, serialize
+
+    steps = np.array([1, -2, 3], dtype=np.int32)
+    payload = Raw().encode(steps, nnupdate.codecs.base.ArraySpec((3,), "int32"))[0]
+    record = TensorRecord("count", "int32", (3,), Combine.ULP, stages=[Raw().record()], payload=payload)
+    data = serialize(Container(Header(UpdateKind.DELTA, None, 0, "test", {}), [record], []))
+    with pytest.raises(FormatError, match="ULP"):
+        nnupdate.decode(data)
