@@ -18,7 +18,7 @@ import numpy as np
 
 from . import dtypes, parallel
 from .codecs import pipeline as pipelines
-from .codecs.base import ArraySpec, ArrayToArray
+from .codecs.base import ArraySpec, ArrayToArray, Stage
 from .codecs.lowrank import best_lowrank
 from .codecs.pipeline import Pipeline
 from .codecs.presets import Codec, Plan, entropy_tails, parse_codec, plan_statistic, statistic_step, ulp_tails
@@ -75,6 +75,8 @@ class TensorChange:
     #: bits/element (see :func:`_target_peak`, :func:`_exact_bits`)
     target_peak: float | None = field(default=None, repr=False, compare=False)
     exact_bits: float | None = field(default=None, repr=False, compare=False)
+    #: the exact code (ULP payload and tail) once made: it does not depend on the step
+    exact_code: tuple[bytes, list[Stage]] | None = field(default=None, repr=False, compare=False)
     #: the members of a TGRP group coded as this one change: their base and target are
     #: joined only when needed (see :func:`_has_reference`, :func:`_join_reference`)
     parts: tuple[TensorChange, ...] = field(default=(), repr=False, compare=False)
@@ -386,10 +388,12 @@ def _exact_if_smaller(change: TensorChange, record: TensorRecord, report: Tensor
         return
     if _exact_bits(change) * change.size > 8 * report.payload_bytes:
         return
-    _join_reference(change)
-    steps = change.values_for(Combine.ULP).reshape(change.shape)
-    spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, Combine.ULP))
-    payload, tail = pipelines.smallest_tail(ulp_tails(), steps, spec, change.name)
+    if change.exact_code is None:
+        _join_reference(change)
+        steps = change.values_for(Combine.ULP).reshape(change.shape)
+        spec = ArraySpec(change.shape, pipeline_dtype(change.dtype, Combine.ULP))
+        change.exact_code = pipelines.smallest_tail(ulp_tails(), steps, spec, change.name)
+    payload, tail = change.exact_code
     if len(payload) > report.payload_bytes:
         return
     exact = Pipeline(tuple(tail))
