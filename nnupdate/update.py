@@ -449,15 +449,20 @@ def _rounding_may_matter(change: TensorChange, squared_error: float) -> bool:
     """Whether the applied model's error (:func:`_applied_error`) can differ from the
     delta's by more than 0.005%: always for 16-bit floats; for wider ones only when half
     a ULP of the largest new value, on every element, is not negligible against the
-    delta's error (rounding adds at most that; a float32 update at a few percent error is
-    typically 10**-8 of it, and is spared the extra passes). Needs base and target (a
+    delta's error (rounding moves each element by at most that; a float32 update at a few
+    percent error is spared the extra passes). Needs base and target (a
     decoded update re-encoded, or a residual carried by error feedback, has none)."""
     if not _has_reference(change):
         return False
     if dtypes.storage_dtype(change.dtype).itemsize == 2:
         return True
     half_ulp = _target_peak(change) * (2.0**-24 if change.dtype == "float32" else 2.0**-53)
-    return not np.isfinite(half_ulp) or change.size * half_ulp * half_ulp > 1e-4 * squared_error
+    if not np.isfinite(half_ulp) or squared_error <= 0.0:
+        return True
+    # |a + r|^2 - |a|^2 = 2 a.r + |r|^2 with every |r_i| <= half_ulp: relative to |a|^2,
+    # at most 2 half_ulp / |a| + n half_ulp^2 / |a|^2
+    bound = 2.0 * half_ulp / math.sqrt(squared_error) + change.size * half_ulp * half_ulp / squared_error
+    return bound > 1e-4
 
 
 def _applied_error(change: TensorChange, decoded: np.ndarray) -> np.ndarray:
