@@ -58,6 +58,17 @@ SAMPLE_RAW = nnupdate.full({"w": np.linspace(0, 1, 40, dtype=np.float32), "i": n
 )
 
 
+def _sample_ulp() -> bytes:
+    """ULP records (spec/FORMAT.md §4.3): float16 steps through ctx, float32 steps through zstd."""
+    g = np.random.default_rng(2)
+    base = {"h": g.standard_normal((6, 9)).astype(np.float16), "f": g.standard_normal(20).astype(np.float32), "n": np.arange(3)}
+    new = {"h": (base["h"] + 0.01 * g.standard_normal((6, 9))).astype(np.float16), "f": base["f"] * np.float32(1.0001), "n": np.arange(3) + 1}
+    return nnupdate.diff(base, new).encode("raw:combine=ulp")
+
+
+SAMPLE_ULP = _sample_ulp()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _memory_cap():  # type: ignore[no-untyped-def]
     """A decoder that tries a multi-GB allocation fails the test instead of the machine."""
@@ -115,7 +126,7 @@ def _rebuild(preamble: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutations_behind_valid_checksums_raise_only_nnupdate_errors(data: st.DataObject) -> None:
-    source = data.draw(st.sampled_from([SAMPLE, SAMPLE_RAW, *SAMPLE_CTX]))
+    source = data.draw(st.sampled_from([SAMPLE, SAMPLE_RAW, SAMPLE_ULP, *SAMPLE_CTX]))
     chunks = _chunks(source)
     which = data.draw(st.integers(0, len(chunks) - 2))  # any chunk but IEND
     ctype, body = chunks[which]
