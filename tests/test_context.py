@@ -614,15 +614,16 @@ def test_a_huge_vector_is_coded_in_runs() -> None:
     np.testing.assert_array_equal(levels[run], rdoq_levels(x[run], (SEGMENT_ELEMENTS,), 1.0, 0.1))
 
 
+@pytest.mark.parametrize("quant", ["auto", "fast", "rdoq"])
 @pytest.mark.parametrize("target", [0.01, 0.05])
-def test_codec_codes_grid_valued_deltas_on_their_grid(target: float) -> None:
+def test_codec_codes_grid_valued_deltas_on_their_grid(target: float, quant: str) -> None:
     """Deltas on 7 levels (an integer-quantized model's): the step search alone found a
     fine step whose levels relabel the same values as large numbers (5.4 bits/param at
     1%); ctx now also tries the grid's own step and codes them exactly in ~2.8."""
     g = np.random.default_rng(11)
     x = (g.integers(-3, 4, (256, 256)) * 0.01).astype(np.float32)
     update = diff({"w": np.zeros_like(x)}, {"w": x})
-    report = encode_with_report(update, f"ctx:max_rel_error={target}")
+    report = encode_with_report(update, f"ctx:max_rel_error={target},quant={quant}")
     uniform = encode_with_report(update, f"uniform:max_rel_error={target}")
     assert report.relative_error <= target
     assert report.bits_per_parameter < 1.05 * uniform.bits_per_parameter

@@ -283,7 +283,11 @@ class CtxCodec(Codec):
             return self.with_step(1.0)
         if self.target_bits > 0:
             return self.with_step(_step_for_bits(update, self, self.target_bits, measured))
-        return self.with_step(_step_for_error(update, self, deltas, self.max_rel_error, measured))
+        tuned = self.with_step(_step_for_error(update, self, deltas, self.max_rel_error, measured))
+        aligned = self._grid_candidate(update) if self.quant != "dq" else None
+        if aligned is None or _measure(update, aligned, measured).relative_error > self.max_rel_error:
+            return tuned
+        return min((tuned, aligned), key=lambda c: len(_measure(update, c, measured).data))
 
     def _better_quantizer(self, update: Update, measured: dict[CtxCodec, EncodeReport]) -> CtxCodec:
         """rdoq and dq each tuned to the target on ``update``: the smaller container at equal
@@ -291,9 +295,6 @@ class CtxCodec(Codec):
         tuned = [dataclasses.replace(self, quant=q)._prepare(update, measured) for q in ("rdoq", "dq")]
         if self.target_bits > 0:
             return min(tuned, key=lambda c: _measure(update, c, measured).relative_error)
-        aligned = self._grid_candidate(update)
-        if aligned is not None and _measure(update, aligned, measured).relative_error <= self.max_rel_error:
-            tuned.append(aligned)
         return min(tuned, key=lambda c: len(_measure(update, c, measured).data))
 
     def _grid_candidate(self, update: Update) -> CtxCodec | None:
@@ -317,7 +318,7 @@ class CtxCodec(Codec):
         levels = sample / grid
         if float(levels.max()) > GRID_LEVELS or float(np.max(np.abs(levels - np.rint(levels)))) > 1e-3:
             return None
-        return dataclasses.replace(self, quant="rdoq", lam=0.0, step=grid, transform="none")
+        return dataclasses.replace(self, lam=0.0, step=grid, transform="none")  # lam 0: plain rounding
 
     def plan_float_delta(self, change: TensorChange) -> Plan:
         if self.step <= 0:
