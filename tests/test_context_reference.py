@@ -7,6 +7,7 @@ to decode a ``ctx`` payload and a ``dq`` level array.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from nnupdate.codecs import _context_kernel
 from nnupdate.codecs.base import ArraySpec
 from nnupdate.codecs.context import Context
 from nnupdate.codecs.dq import dq_levels, dq_reconstruct
+from nnupdate.errors import CodecError
 
 T = [[0, 2], [2, 0], [1, 3], [3, 1]]
 
@@ -178,6 +180,51 @@ def test_spec_decoder_agrees_on_segments(rows: int, rowlen: int, seg: int, dq: i
     data, stage = Context(check=5, dq=dq, seg=seg).encode(q, ArraySpec(q.shape, "int64"))
     assert stage.seg == (0 if seg >= (rowlen if rows == 1 else rows) else seg)
     assert spec_decode_segments(data, rows, rowlen, stage.seg, 4, 5, dq) == q.reshape(-1).tolist()
+
+
+def spec_decode_low(payload: bytes, rows: int, rowlen: int, seg: int, low: int, check: int = 0) -> list[int]:
+    """spec/CONTEXT.md §2.7: ceil(N*low/8) raw bytes (value after value, LSB first), then the
+    high parts as §2.1-2.6; value = high * 2**low + raw bits."""
+    n = rows * rowlen
+    size = -(-n * low // 8)
+    bits = int.from_bytes(payload[:size], "little")
+    high = spec_decode_segments(payload[size:], rows, rowlen, seg, 4, check, 0)
+    return [h * (1 << low) + ((bits >> (i * low)) & ((1 << low) - 1)) for i, h in enumerate(high)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(0, 3), st.integers(1, 31), st.integers(0, 2**32 - 1))
+def test_spec_decoder_agrees_on_raw_low_bits(rows: int, rowlen: int, seg: int, low: int, seed: int) -> None:
+    """Wide values, both signs, extremes: the library's payload decodes by the spec's rule."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    q = np.rint(rng.laplace(size=(rows, rowlen)) * 2.0 ** rng.integers(0, 30)).clip(-(2**31 - 1), 2**31 - 1).astype(np.int64)
+    q.reshape(-1)[0] = rng.choice([2**31 - 1, -(2**31 - 1), 0, -1])
+    data, stage = Context(check=3, seg=seg, low=low).encode(q, ArraySpec(q.shape, "int64"))
+    assert stage.low == low
+    assert spec_decode_low(data, rows, rowlen, stage.seg, low, 3) == q.reshape(-1).tolist()
+    assert np.array_equal(stage.decode(data, ArraySpec(q.shape, "int64")), q)
+
+
+def test_auto_low_keeps_small_levels_whole_and_splits_wide_ones() -> None:
+    rng = np.random.Generator(np.random.PCG64(5))
+    small = np.rint(rng.laplace(size=(40, 50)) * 3).astype(np.int64)
+    wide = np.rint(rng.laplace(size=(40, 50)) * 2.0**17).astype(np.int64)
+    assert Context(auto_low=1).encode(small, ArraySpec(small.shape, "int64"))[1].low == 0
+    data, stage = Context(auto_low=1).encode(wide, ArraySpec(wide.shape, "int64"))
+    assert 10 <= stage.low <= 15 and stage.params()["low"] == stage.low
+    assert np.array_equal(stage.decode(data, ArraySpec(wide.shape, "int64")), wide)
+    assert len(data) <= len(Context().encode(wide, ArraySpec(wide.shape, "int64"))[0])
+
+
+def test_raw_low_bits_refuse_a_short_payload_and_an_overflow() -> None:
+    q = np.array([[2**16, -5, 7]], dtype=np.int64)
+    data, stage = Context(low=4).encode(q, ArraySpec(q.shape, "int64"))
+    with pytest.raises(CodecError, match="too short"):
+        stage.decode(data[:1], ArraySpec(q.shape, "int64"))
+    with pytest.raises(CodecError, match="overflow"):
+        stage.decode(data, ArraySpec(q.shape, "int16"))
+    with pytest.raises(ValueError):
+        Context(low=2, dq=1)
 
 
 @st.composite

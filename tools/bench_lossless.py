@@ -3,9 +3,9 @@
     python tools/bench_lossless.py [--json] [--no-resnet]
 
 Cases: the ResNet-56 fine-tuning diff (``../shared/data``; skipped when absent) stored as
-float32, bfloat16 and float16, and a synthetic bfloat16 layer (2048 x 2048, weights of
-scale 0.02) moved by Gaussian updates of three sizes and rounded to bfloat16 again, as a
-bfloat16 fine-tune stores them. Every size is the container written by ``raw:combine=xor``
+float32, bfloat16 and float16, and a synthetic layer (2048 x 2048, weights of scale 0.02)
+moved by Gaussian updates of three sizes and rounded to bfloat16 again, as a bfloat16
+fine-tune stores them, and once in float32. Every size is the container written by ``raw:combine=xor``
 or ``raw:combine=ulp``; speeds are MB of the tensors' own bytes per second, encode and
 decode + apply, best of three, one process.
 """
@@ -41,6 +41,8 @@ def synthetic_cases() -> Iterator[tuple[str, Tensors, Tensors]]:
     for scale in (3e-5, 1e-4, 1e-3):
         moved = w + (scale * g.standard_normal(w.shape)).astype(np.float32)
         yield f"bfloat16 layer, update {scale:g}", {"w": w.astype(_bf16())}, {"w": moved.astype(_bf16())}
+    moved = w + (1e-4 * g.standard_normal(w.shape)).astype(np.float32)
+    yield "float32 layer, update 0.0001", {"w": w}, {"w": moved}
 
 
 def resnet_cases() -> Iterator[tuple[str, Tensors, Tensors]]:

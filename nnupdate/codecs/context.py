@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -30,7 +30,7 @@ import numpy as np
 from .. import parallel
 from ..errors import CodecError
 from ..format import ParamValue
-from .base import ArraySpec, ArrayToBytes, check_integer_symbols, register
+from .base import ENCODER_ONLY, ArraySpec, ArrayToBytes, check_integer_symbols, register
 
 MAX_NGT = 16
 #: largest |level| the stream carries (the kernel's MAX_MAGNITUDE; its decoder refuses more)
@@ -119,12 +119,20 @@ class Context(ArrayToBytes):
     #: rows per segment, or elements per run of a single-row scan (spec/CONTEXT.md §2.6);
     #: 0: one stream. The encoder picks it for 2 * SEGMENT_ELEMENTS elements or more
     seg: int = 0
+    #: low bits of every value sent raw, ahead of the coded high part (spec/CONTEXT.md
+    #: §2.7): for wide integers (lossless float steps of ~2**17) whose low bits are noise,
+    #: which would cost as much through the coder at one binary decision each
+    low: int = 0
+    #: the encoder picks ``low`` from the values' median magnitude (stored as ``low``)
+    auto_low: int = field(default=0, metadata=ENCODER_ONLY)
 
     def __post_init__(self) -> None:
         if self.dq not in (0, 1):
             raise ValueError("dq must be 0 or 1")
         if self.seg < 0:
             raise ValueError("seg must be >= 0")
+        if not 0 <= self.low <= MAX_LOW or (self.low and self.dq):
+            raise ValueError(f"low must lie in [0, {MAX_LOW}] (0 with dq)")
         if not 1 <= self.ngt <= MAX_NGT:
             raise ValueError(f"ngt must lie in [1, {MAX_NGT}]")
         if not 0 <= self.check <= 32:
@@ -141,6 +149,8 @@ class Context(ArrayToBytes):
             out["dq"] = self.dq
         if self.seg != 0:
             out["seg"] = self.seg
+        if self.low != 0:
+            out["low"] = self.low
         return out
 
     def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[bytes, Context]:
@@ -151,15 +161,22 @@ class Context(ArrayToBytes):
             return b"", self
         if int(symbols.max()) > MAX_LEVEL or int(symbols.min()) < -MAX_LEVEL:
             raise CodecError("ctx: levels must lie in [-(2**31-1), 2**31-1]")
+        levels = np.ascontiguousarray(symbols, dtype=np.int64).reshape(-1)
+        low = _pick_low(levels) if self.auto_low and not self.dq else self.low
+        if low:
+            raw = _pack_low(levels, low)
+            coded, stage = dataclasses.replace(self, low=0, auto_low=0)._encode_levels(levels >> low, spec)
+            return raw + coded, dataclasses.replace(stage, low=low)
+        return self._encode_levels(levels, spec)
+
+    def _encode_levels(self, levels: np.ndarray, spec: ArraySpec) -> tuple[bytes, Context]:
         rows, rowlen = layout(spec.shape)
         from . import _context_kernel  # numba compiles on first use; keep CLI start-up fast
-
-        levels = np.ascontiguousarray(symbols, dtype=np.int64).reshape(-1)
         seg = self.seg or segment_size(rows, rowlen, self.dq)
         if segment_count(rows, rowlen, seg) > 1:
             return self._encode_segments(levels, segments(rows, rowlen, seg), seg)
         data = _context_kernel.encode(levels, rows, rowlen, self.ngt, self.check, self.dq, 0)
-        if symbols.size <= FAST_PROFILE_MAX:
+        if levels.size <= FAST_PROFILE_MAX:
             # small tensors: also try fast adaptation (profile 1) and keep the smaller stream
             fast = _context_kernel.encode(levels, rows, rowlen, self.ngt, self.check, self.dq, 1)
             if fast.size < data.size:
@@ -186,10 +203,20 @@ class Context(ArrayToBytes):
             if data:
                 raise CodecError("ctx: payload for an empty array must be empty")
             return _to_spec(np.zeros(0, dtype=np.int64), spec)
+        if self.low:
+            size = -(-spec.size * self.low // 8)
+            if len(data) < size:
+                raise CodecError(f"ctx: payload too short for {self.low} raw low bits of {spec.size} values")
+            high = dataclasses.replace(self, low=0)._decode_levels(data[size:], spec)
+            return _to_spec((high << self.low) + _unpack_low(data[:size], spec.size, self.low), spec, wide=True)
+        return _to_spec(self._decode_levels(data, spec), spec)
+
+    def _decode_levels(self, data: bytes, spec: ArraySpec) -> np.ndarray:
+        """The coded levels (int64, C order) of ``data``: one stream or segments (§2.6)."""
         rows, rowlen = layout(spec.shape)
         count = segment_count(rows, rowlen, self.seg)
         if count == 1:
-            return _to_spec(self._decode_stream(np.frombuffer(data, dtype=np.uint8), rows, rowlen), spec)
+            return self._decode_stream(np.frombuffer(data, dtype=np.uint8), rows, rowlen)
         if len(data) < 4 * (count - 1):  # checked before the segment list is built
             raise CodecError(f"ctx: payload too short for the lengths of {count} segments")
         lengths = np.frombuffer(data, dtype="<u4", count=count - 1).astype(np.int64)
@@ -203,7 +230,7 @@ class Context(ArrayToBytes):
         def one(start: int, n: int, length: int) -> np.ndarray:
             return self._decode_stream(stream[start], n, length)
 
-        return _to_spec(np.concatenate(map_segments(one, parts)), spec)
+        return np.concatenate(map_segments(one, parts))
 
     def _decode_stream(self, data: np.ndarray, rows: int, rowlen: int) -> np.ndarray:
         from . import _context_kernel
@@ -217,18 +244,55 @@ class Context(ArrayToBytes):
         # Worst case per level: (2 + ngt + 32) context bins of < 9 bits and 31 bypass bits.
         # and per segment (§2.6): a length, the coder's start and flush, its check bits
         rows, rowlen = layout(spec.shape)
-        return 80 * segment_count(rows, rowlen, self.seg) + spec.size * ((2 + self.ngt + 32) * 9 + 31 + 7) // 8 + 8 * rows
+        raw = -(-spec.size * self.low // 8)
+        return raw + 80 * segment_count(rows, rowlen, self.seg) + spec.size * ((2 + self.ngt + 32) * 9 + 31 + 7) // 8 + 8 * rows
 
 
-def _to_spec(values: np.ndarray, spec: ArraySpec) -> np.ndarray:
+#: at most this many raw low bits per value (§2.7)
+MAX_LOW = 31
+#: ``auto_low`` keeps this many bits of the median magnitude for the coder: the high part
+#: it codes then carries the distribution's shape, the raw low bits only noise
+CODED_BITS = 3
+
+
+def _pick_low(levels: np.ndarray) -> int:
+    """Raw low bits for ``levels``: all but CODED_BITS of the median magnitude's (0 for
+    levels under 2**(CODED_BITS + 1), where the coder is as fast as raw bits)."""
+    if levels.size == 0:
+        return 0
+    every = max(1, levels.size // 65536)
+    median = float(np.median(np.abs(levels[::every])))
+    return max(0, min(MAX_LOW, int(np.floor(np.log2(median))) - CODED_BITS)) if median >= 1 << (CODED_BITS + 1) else 0
+
+
+def _pack_low(levels: np.ndarray, low: int) -> bytes:
+    """The low ``low`` bits of every value (two's complement), value after value, least
+    significant bit first, bit j of the stream in bit j % 8 of byte j // 8 (§2.7)."""
+    bits = np.unpackbits((levels & ((1 << low) - 1)).astype("<u4").view(np.uint8).reshape(-1, 4), axis=1, bitorder="little")
+    return np.packbits(bits[:, :low].reshape(-1), bitorder="little").tobytes()
+
+
+def _unpack_low(data: bytes, count: int, low: int) -> np.ndarray:
+    """The inverse of :func:`_pack_low`: ``count`` values of ``low`` bits (int64). Value i
+    starts at bit ``i * low``: one unaligned 64-bit little-endian read at its byte holds
+    it whole (``low`` + 7 <= 38 bits), shifted and masked."""
+    buf = np.frombuffer(bytes(data) + bytes(8), dtype=np.uint8)
+    words = np.ndarray(shape=(buf.size - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    start = np.arange(count, dtype=np.int64) * low
+    return ((words[start >> 3] >> (start & 7).astype(np.uint64)) & np.uint64((1 << low) - 1)).astype(np.int64)
+
+
+def _to_spec(values: np.ndarray, spec: ArraySpec, wide: bool = False) -> np.ndarray:
+    """``values`` in the spec's integer type, refused if one does not fit. The coded levels
+    are bounded by 2**31 - 1, so an int32 or wider signed target needs no check; with raw
+    low bits (``wide``, §2.7) they reach 2**(31 + low), and every target is checked."""
     from .. import dtypes
 
     dtype = dtypes.storage_dtype(spec.dtype)
     if dtype.kind not in "iu":
         raise CodecError(f"ctx: cannot produce {spec.dtype}")
     info = np.iinfo(dtype)  # type: ignore[type-var]
-    # the decoder bounds |level| by 2**31 - 1: an int32 or wider signed target needs no check
-    fits = info.min <= -MAX_LEVEL and info.max >= MAX_LEVEL
+    fits = not wide and info.min <= -MAX_LEVEL and info.max >= MAX_LEVEL
     if not fits and values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
         raise CodecError(f"ctx: decoded values overflow {spec.dtype}")
     return values.astype(dtype).reshape(spec.shape)

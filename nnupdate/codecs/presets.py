@@ -52,12 +52,12 @@ LOSSLESS_BYTES_TAILS: tuple[Tail, ...] = ((Raw(), Zstd()), (Raw(),))
 
 
 def ulp_tails() -> tuple[Tail, ...]:
-    """Tails of a ULP change's steps: the ctx coder adapts to each row's scale (a float32
-    ResNet-56 fine-tuning diff: 21.0 bits/param, where XOR + zstd takes 25.5); zstd and
-    raw take steps beyond its range (float64)."""
+    """Tails of a ULP change's steps: the ctx coder adapts to each row's scale, and sends
+    the low bits of wide steps raw (``auto_low``: a float32 diff's steps are ~2**17, whose
+    low bits are noise); zstd and raw take steps beyond its range (float64)."""
     from .context import Context  # context.py registers itself with this module
 
-    return ((Context(),), (Raw(), Zstd()), (Raw(),))
+    return ((Context(auto_low=1),), (Raw(), Zstd()), (Raw(),))
 
 
 #: Above this many symbols ``auto`` tries rans alone: its frequency table is then a small
@@ -223,9 +223,10 @@ class RawCodec(Codec):
     #: ``ulp``: steps between representable values, ctx-coded (small integers for a small
     #: update); ``xor``: the bit patterns' XOR, then zstd (a carry flips every bit it
     #: crosses); ``auto``: ulp for 16-bit floats, xor for wider ones. Measured on
-    #: fine-tuning diffs: ulp is 24-46% smaller on bfloat16 at 16-35 MB/s against xor's
-    #: 90-120; on float32 17% smaller, but at 13 MB/s against 94 (its steps are ~2**17:
-    #: ~30 binary decisions each), so float32 takes it only when asked
+    #: fine-tuning diffs (tools/bench_lossless.py): ulp is 24-46% smaller on bfloat16 at
+    #: 22-54 MB/s against xor's 130-240; on float32 18-19% smaller, but at 19-33 MB/s
+    #: against 110-150 (its steps are ~2**17, even with their low bits raw), so float32
+    #: takes it only when asked
     combine: str = "auto"
 
     def __post_init__(self) -> None:

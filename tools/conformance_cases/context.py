@@ -172,6 +172,31 @@ _ctx_options = lambda: _lossless(Context(ngt=1, check=32, dq=1))  # noqa: E731
 _ctx_segments = lambda: _lossless(Context(check=8, seg=2))  # noqa: E731
 
 
+def _wide_levels() -> dict[str, np.ndarray]:
+    """Steps of a lossless float32 update are ~2**17: values whose low bits are noise."""
+    g = rng(75)
+    wide = np.rint(g.laplace(size=(24, 40)) * 2.0**17 * g.exponential(size=(24, 1))).astype(np.int32)
+    wide[3] = 0
+    return {**_levels(), "wide": wide, "wide-1d": wide[5].copy()}
+
+
+def _ctx_low() -> tuple[bytes, dict[str, np.ndarray]]:
+    arrays = _wide_levels()
+    stages = {"wide": Context(low=12, check=4), "wide-1d": Context(low=31, seg=16)}
+    records = [encode_tensor(name, a, [stages.get(name, Context(low=5))]) for name, a in arrays.items()]
+    return build(records, kind=UpdateKind.FULL), arrays
+
+
+def _neg_low_short() -> bytes:
+    q = np.array([[3, 0, -1], [0, 0, 2]], np.int32)
+    return _record("s", "int32", (2, 3), [Context(low=9)], _ctx_payload(q, Context(low=9))[:6])
+
+
+def _neg_low_overflow() -> bytes:
+    q = np.array([2**20, -3], np.int32)
+    return _record("s", "int16", (2,), [Context(low=8)], _ctx_payload(q, Context(low=8)))
+
+
 def _neg_segment_lengths() -> bytes:
     q = np.array([[3, 0, -1], [0, 0, 2], [1, 1, 1]], np.int32)
     good = _ctx_payload(q, Context(seg=1))
@@ -219,6 +244,8 @@ CASES = [
     Case("context-ctx-segments", "ctx with seg=2 and check=8 on the same levels: tensors of more than two rows as "
          "independent streams of two rows, one-row tensors as runs of two elements, byte lengths first (CONTEXT.md §2.6)", lambda: _ctx_segments()[0],
          expected=lambda: _ctx_segments()[1]),
+    Case("context-ctx-low", "ctx with raw low bits (CONTEXT.md §2.7): low=5 on the levels above, low=12 with check "
+         "bits on wide int32 values, low=31 with seg=16 on a wide 1-D tensor", lambda: _ctx_low()[0], expected=lambda: _ctx_low()[1]),
     Case("context-quantizers-pinned", "rdoq (0x001A) + ctx on float32 and float16; dq (0x001B) + ctx(dq=1), 2-D and 1-D",
          _pinned_quantizers),
     Case("context-quantizers-transform", "kernel transform (CONTEXT.md §6): rdoq + dct 3x3 (float32), dq + dct 5 "
@@ -242,6 +269,10 @@ CASES = [
     Case("context-neg-check-bits", "ctx with check=16 whose last byte is missing", _neg_check_bits, error="CodecError"),
     Case("context-neg-overflow", "ctx level 300 in an int8 tensor", _neg_overflow_type, error="CodecError"),
     Case("context-neg-dq-level", "dq level 2**30 (beyond +-(2**30-1))", _neg_dq_level, error="CodecError"),
+    Case("context-neg-low-short", "ctx with low=9 on 6 values whose payload ends inside the 7 raw bytes",
+         _neg_low_short, error="CodecError"),
+    Case("context-neg-low-overflow", "ctx with low=8 whose value 2**20 does not fit the int16 tensor",
+         _neg_low_overflow, error="CodecError"),
     Case("context-neg-segment-lengths", "ctx with seg=1 whose first segment length overruns the payload",
          _neg_segment_lengths, error="CodecError"),
     Case("context-neg-ngt", "ctx with ngt=17 (beyond 16)", _neg_ngt, error="FormatError"),
