@@ -804,3 +804,46 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
             _colsign_update(colsign, out, base, rowlen, agree)
             prev_skipped = 0
     return out
+
+
+# ----------------------------------------------------------------------------- raw low bits (§2.7)
+
+
+@njit(cache=True, nogil=True)
+def pack_low(levels: np.ndarray, low: int) -> np.ndarray:  # pragma: no cover - compiled
+    """The low ``low`` bits of every level (two's complement), level after level, least
+    significant bit first: bit j of the output is bit j % 8 of byte j // 8."""
+    out = np.zeros((levels.size * low + 7) // 8, dtype=np.uint8)
+    mask = (1 << low) - 1
+    pos = 0
+    for i in range(levels.size):
+        v = levels[i] & mask
+        left = low
+        while left > 0:
+            byte = pos >> 3
+            shift = pos & 7
+            take = min(8 - shift, left)
+            out[byte] |= np.uint8((v & ((1 << take) - 1)) << shift)
+            v >>= take
+            pos += take
+            left -= take
+    return out
+
+
+@njit(cache=True, nogil=True)
+def unpack_low(data: np.ndarray, count: int, low: int) -> np.ndarray:  # pragma: no cover - compiled
+    """The inverse of :func:`pack_low` (``data`` holds at least ceil(count * low / 8) bytes)."""
+    out = np.empty(count, dtype=np.int64)
+    pos = 0
+    for i in range(count):
+        v = 0
+        got = 0
+        while got < low:
+            byte = pos >> 3
+            shift = pos & 7
+            take = min(8 - shift, low - got)
+            v |= ((int(data[byte]) >> shift) & ((1 << take) - 1)) << got
+            got += take
+            pos += take
+        out[i] = v
+    return out

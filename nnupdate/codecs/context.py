@@ -268,18 +268,16 @@ def _pick_low(levels: np.ndarray) -> int:
 def _pack_low(levels: np.ndarray, low: int) -> bytes:
     """The low ``low`` bits of every value (two's complement), value after value, least
     significant bit first, bit j of the stream in bit j % 8 of byte j // 8 (§2.7)."""
-    bits = np.unpackbits((levels & ((1 << low) - 1)).astype("<u4").view(np.uint8).reshape(-1, 4), axis=1, bitorder="little")
-    return np.packbits(bits[:, :low].reshape(-1), bitorder="little").tobytes()
+    from . import _context_kernel
+
+    return _context_kernel.pack_low(levels, low).tobytes()
 
 
 def _unpack_low(data: bytes, count: int, low: int) -> np.ndarray:
-    """The inverse of :func:`_pack_low`: ``count`` values of ``low`` bits (int64). Value i
-    starts at bit ``i * low``: one unaligned 64-bit little-endian read at its byte holds
-    it whole (``low`` + 7 <= 38 bits), shifted and masked."""
-    buf = np.frombuffer(bytes(data) + bytes(8), dtype=np.uint8)
-    words = np.ndarray(shape=(buf.size - 7,), dtype="<u8", buffer=buf, strides=(1,))
-    start = np.arange(count, dtype=np.int64) * low
-    return ((words[start >> 3] >> (start & 7).astype(np.uint64)) & np.uint64((1 << low) - 1)).astype(np.int64)
+    """The inverse of :func:`_pack_low`: ``count`` values of ``low`` bits (int64)."""
+    from . import _context_kernel
+
+    return _context_kernel.unpack_low(np.frombuffer(data, dtype=np.uint8), count, low)
 
 
 def _to_spec(values: np.ndarray, spec: ArraySpec, wide: bool = False) -> np.ndarray:

@@ -224,8 +224,8 @@ class RawCodec(Codec):
     #: update); ``xor``: the bit patterns' XOR, then zstd (a carry flips every bit it
     #: crosses); ``auto``: ulp for 16-bit floats, xor for wider ones. Measured on
     #: fine-tuning diffs (tools/bench_lossless.py): ulp is 24-46% smaller on bfloat16 at
-    #: 22-54 MB/s against xor's 130-240; on float32 18-19% smaller, but at 19-33 MB/s
-    #: against 110-150 (its steps are ~2**17, even with their low bits raw), so float32
+    #: 19-55 MB/s against xor's 130-245; on float32 18-19% smaller, but at 18-37 MB/s
+    #: against 75-145 (its steps are ~2**17, even with their low bits raw), so float32
     #: takes it only when asked
     combine: str = "auto"
 
