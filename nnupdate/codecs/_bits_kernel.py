@@ -231,28 +231,37 @@ def rice_decode(data: np.ndarray, pos: int, count: int, k: int, limit: np.uint64
 
 @njit(cache=True, nogil=True)
 def pack(u: np.ndarray, width: int) -> np.ndarray:  # pragma: no cover - compiled
-    """Each value of ``u`` (uint64, < 2**width) in ``width`` bits, LSB first, zero padded."""
+    """Each value of ``u`` (uint64, < 2**width) in ``width`` bits, LSB first, zero padded:
+    bit j of the stream is bit j % 8 of byte j // 8. A byte's worth at a time."""
     n = u.shape[0]
     out = np.zeros((n * width + 7) // 8, dtype=np.uint8)
     pos = 0
     for i in range(n):
         v = u[i]
-        for j in range(width):
-            if (v >> np.uint64(j)) & np.uint64(1):
-                out[pos >> 3] |= np.uint8(1 << (pos & 7))
-            pos += 1
+        left = width
+        while left > 0:
+            shift = pos & 7
+            take = min(8 - shift, left)
+            out[pos >> 3] |= np.uint8((v & np.uint64((1 << take) - 1)) << np.uint64(shift))
+            v >>= np.uint64(take)
+            pos += take
+            left -= take
     return out
 
 
 @njit(cache=True, nogil=True)
 def unpack(data: np.ndarray, n: int, width: int) -> np.ndarray:  # pragma: no cover - compiled
+    """The inverse of :func:`pack` (``data`` holds at least ceil(n * width / 8) bytes)."""
     out = np.zeros(n, dtype=np.uint64)
     pos = 0
     for i in range(n):
         v = np.uint64(0)
-        for j in range(width):
-            if (data[pos >> 3] >> (pos & 7)) & 1:
-                v |= np.uint64(1) << np.uint64(j)
-            pos += 1
+        got = 0
+        while got < width:
+            shift = pos & 7
+            take = min(8 - shift, width - got)
+            v |= ((np.uint64(data[pos >> 3]) >> np.uint64(shift)) & np.uint64((1 << take) - 1)) << np.uint64(got)
+            got += take
+            pos += take
         out[i] = v
     return out

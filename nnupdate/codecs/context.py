@@ -267,17 +267,18 @@ def _pick_low(levels: np.ndarray) -> int:
 
 def _pack_low(levels: np.ndarray, low: int) -> bytes:
     """The low ``low`` bits of every value (two's complement), value after value, least
-    significant bit first, bit j of the stream in bit j % 8 of byte j // 8 (§2.7)."""
-    from . import _context_kernel
+    significant bit first, bit j of the stream in bit j % 8 of byte j // 8 (§2.7): the
+    fixed-width packing of ``bitpack``."""
+    from . import _bits_kernel
 
-    return _context_kernel.pack_low(levels, low).tobytes()
+    return _bits_kernel.pack((levels & ((1 << low) - 1)).astype(np.uint64), low).tobytes()
 
 
 def _unpack_low(data: bytes, count: int, low: int) -> np.ndarray:
     """The inverse of :func:`_pack_low`: ``count`` values of ``low`` bits (int64)."""
-    from . import _context_kernel
+    from . import _bits_kernel
 
-    return _context_kernel.unpack_low(np.frombuffer(data, dtype=np.uint8), count, low)
+    return _bits_kernel.unpack(np.frombuffer(data, dtype=np.uint8), count, low).astype(np.int64)
 
 
 def _to_spec(values: np.ndarray, spec: ArraySpec, wide: bool = False) -> np.ndarray:
