@@ -425,8 +425,9 @@ def _exact_bits(change: TensorChange) -> float:
 def _target_peak(change: TensorChange) -> float:
     """Largest magnitude of a new value of a float32/float64 ``change`` (cached)."""
     if change.target_peak is None:
-        target = np.asarray(change.target)
-        change.target_peak = max(abs(float(target.max())), abs(float(target.min()))) if target.size else 0.0
+        from .rate import peak_magnitude
+
+        change.target_peak = peak_magnitude([np.asarray(change.target)])
     return change.target_peak
 
 

@@ -86,6 +86,12 @@ def map_segments(fn: Callable[[int, int, int], T], parts: list[tuple[int, int, i
     return parallel.ordered_map(lambda part: fn(*part), parts, [n * length for _, n, length in parts])
 
 
+def joined_segments(fn: Callable[[int, int, int], np.ndarray], parts: list[tuple[int, int, int]]) -> np.ndarray:
+    """:func:`map_segments` of a per-segment array function, the results joined in scan order."""
+    arrays = map_segments(fn, parts)
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
 def layout(shape: tuple[int, ...]) -> tuple[int, int]:
     """(rows, row length) of the scan for a tensor of ``shape``."""
     if len(shape) >= 2:
@@ -230,7 +236,7 @@ class Context(ArrayToBytes):
         def one(start: int, n: int, length: int) -> np.ndarray:
             return self._decode_stream(stream[start], n, length)
 
-        return np.concatenate(map_segments(one, parts))
+        return joined_segments(one, parts)
 
     def _decode_stream(self, data: np.ndarray, rows: int, rowlen: int) -> np.ndarray:
         from . import _context_kernel

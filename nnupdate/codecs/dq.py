@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import CodecError
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import layout, map_segments, segment_size, segments
+from .context import joined_segments, layout, segment_size, segments
 from .uniform import check_step, reconstruct
 
 _LIMIT = (1 << 30) - 1
@@ -76,8 +76,7 @@ def _trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.nd
     def one(start: int, n: int, length: int) -> np.ndarray:
         return _dq_kernel.trellis(scaled[start : start + n * length], n, length, lam, rate, scale[start : start + n * length])
 
-    parts = map_segments(one, segments(rows, rowlen, segment_size(rows, rowlen, dq=1)))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return joined_segments(one, segments(rows, rowlen, segment_size(rows, rowlen, dq=1)))
 
 
 def dq_reconstruct(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -32,7 +32,7 @@ from ..errors import CodecError, InputError
 from ..format import Combine
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import Context, layout, map_segments, segment_size, segments
+from .context import Context, joined_segments, layout, segment_size, segments
 from .presets import Codec, Plan, register_codec
 from .uniform import check_step, quantize, reconstruct
 
@@ -73,8 +73,7 @@ def rdoq_levels(
     def one(start: int, n: int, length: int) -> np.ndarray:  # the coder's segments: its model restarts there too
         return _context_kernel.rdoq(scaled[start : start + n * length], n, length, ngt, float(lam), _cost_table())
 
-    parts = map_segments(one, segments(rows, rowlen, segment_size(rows, rowlen)))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return joined_segments(one, segments(rows, rowlen, segment_size(rows, rowlen)))
 
 
 #: levels above this share the static model's last rate step (the tail is rare and flat)
@@ -409,9 +408,9 @@ def _step_for_error(
     """Largest step with RDOQ error <= target: a secant search on the quantizer alone (on a
     sample of rows when the update is large), then measured checks on dry encodes; on a
     large update the first check is the full encode, which is usually the one returned."""
-    from ..rate import finest_step, step_for_max_rel_error
+    from ..rate import finest_step, peak_magnitude, step_for_max_rel_error
 
-    peak = max(float(np.abs(d).max()) for d in deltas)
+    peak = peak_magnitude(deltas)
     if peak == 0.0:
         return 1.0
     lam = codec.dq_lam if codec.quant == "dq" else codec.resolved_lam()
