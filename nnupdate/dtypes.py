@@ -85,6 +85,23 @@ def float32_to_bfloat16(values: np.ndarray) -> np.ndarray:
     return out.reshape(shape)
 
 
+def typed(storage: np.ndarray, name: str) -> np.ndarray:
+    """The in-memory tensor of storage bits: bfloat16 viewed as ``ml_dtypes.bfloat16``.
+
+    Callers pass bfloat16 in typed (PyTorch and safetensors adapters, ml_dtypes users) and
+    must get it back typed: uint16 bits would be loaded by value into a bfloat16 model
+    (48219 -> 48128.0, silently) and refused as the base of the next update. Without
+    ml_dtypes nobody can hold a typed bfloat16 array, so the bits are returned as they are.
+    """
+    if name != BFLOAT16:
+        return storage
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - ml_dtypes ships with onnx and jax
+        return storage
+    return storage.view(ml_dtypes.bfloat16)
+
+
 def to_float64(array: np.ndarray, name: str) -> np.ndarray:
     """Values of a float tensor as float64 (exact for every supported float type)."""
     if name == BFLOAT16:

@@ -832,7 +832,8 @@ def apply(base: Mapping[str, np.ndarray], update: Update, *, force: bool = False
     """The new tensors: ``base`` with ``update`` applied. ``base`` is not modified.
 
     Refuses a base whose fingerprint differs unless ``force``; tensors of the base that
-    the update does not mention are carried over unchanged (partial updates).
+    the update does not mention are carried over unchanged (partial updates). bfloat16
+    tensors come back as ``ml_dtypes.bfloat16``, like the base they were given in.
     """
     if update.kind == UpdateKind.DELTA and not force:
         check_base(base, update)
@@ -863,7 +864,7 @@ def apply(base: Mapping[str, np.ndarray], update: Update, *, force: bool = False
         elif change.combine == Combine.ULP:
             out[name] = _from_storage(moved_by_ulps(stored, change.data), change.dtype, change.shape)
         elif dtypes.is_float(change.dtype):
-            out[name] = _add_float(stored, change.data, change.dtype)
+            out[name] = _from_storage(_add_float(stored, change.data, change.dtype), change.dtype, change.shape)
         else:
             out[name] = _from_storage((stored + change.data.astype(stored.dtype)).astype(stored.dtype), change.dtype, change.shape)
     return out
@@ -878,5 +879,6 @@ def _add_float(stored: np.ndarray, delta: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _from_storage(data: np.ndarray | None, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A result tensor from its storage: bfloat16 typed again, as the caller's base was."""
     assert data is not None
-    return np.asarray(data).reshape(shape)
+    return dtypes.typed(np.asarray(data).reshape(shape), dtype)

@@ -381,6 +381,40 @@ def test_bfloat16_scalar_keeps_its_shape(codec: str) -> None:
     assert {k: v.shape for k, v in out.items()} == {"s": (), "v": (16,)}
 
 
+@pytest.mark.parametrize("codec", ["raw", "raw:combine=xor", "uniform", "ctx"])
+def test_apply_returns_bfloat16_typed_and_updates_chain(codec: str) -> None:
+    """bfloat16 comes back as ml_dtypes.bfloat16 from every combine (ADD, XOR, ULP,
+    REPLACE, KEEP): as uint16 bits it was loaded by value into a bfloat16 model
+    (silently wrong weights) and refused as the base of the next round's update."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf = ml_dtypes.bfloat16
+    g = np.random.default_rng(3)
+    w0 = g.standard_normal((8, 16)).astype(bf)
+    base = {"w": w0, "same": np.ones(3, bf), "gone": np.zeros(2, bf), "inf": np.array([1.0, 2.0], bf)}
+    step = {"w": (w0.astype(np.float32) + 0.01 * g.standard_normal((8, 16))).astype(bf), "same": base["same"],
+            "added": np.array([0.5, -0.25], bf), "inf": np.array([np.inf, 2.0], bf)}
+    first = nnupdate.apply(base, nnupdate.decode(nnupdate.diff(base, step).encode(codec)))
+    assert {k: v.dtype for k, v in first.items()} == {k: bf for k in ("w", "same", "added", "inf")}
+    assert first["added"].astype(np.float32).tolist() == [0.5, -0.25] and np.isinf(first["inf"][0].astype(np.float32))
+    later = {**first, "w": (first["w"].astype(np.float32) * 1.01).astype(bf)}
+    second = nnupdate.apply(first, nnupdate.decode(nnupdate.diff(first, later).encode(codec)))
+    assert second["w"].dtype == bf
+    error = np.linalg.norm(second["w"].astype(np.float64) - later["w"].astype(np.float64))
+    assert error <= 0.06 * np.linalg.norm(later["w"].astype(np.float64) - first["w"].astype(np.float64))
+
+
+def test_torch_bfloat16_model_gets_the_applied_values() -> None:
+    torch = pytest.importorskip("torch")
+    from nnupdate.adapters import torch as adapter
+
+    model = torch.nn.Linear(6, 4).to(torch.bfloat16)
+    base = adapter.from_module(model)
+    new = {k: (v.astype(np.float32) + 0.125).astype(v.dtype) for k, v in base.items()}
+    applied = nnupdate.apply(base, nnupdate.decode(nnupdate.diff(base, new).encode("raw")))
+    model.load_state_dict(adapter.to_state_dict(applied))
+    assert torch.equal(model.weight.float(), torch.from_numpy(new["weight"].astype(np.float32)))
+
+
 LOSSY = ["uniform", "ctx", "ctx:quant=fast", "rd", "m22", "qsgd", "sbc", "topk", "uniform:max_rel_error=0.01"]
 
 

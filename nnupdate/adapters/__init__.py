@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,23 +55,6 @@ def read_tensors(path: str | os.PathLike[str]) -> Tensors:
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
     return _module(format_of(path)).read(path)  # type: ignore[no-any-return]
-
-
-def restore_bfloat16(tensors: Tensors, dtypes: Mapping[str, str]) -> Tensors:
-    """bfloat16 tensors typed again after the update layer, which carries them as uint16 bits.
-
-    ``dtypes`` maps names to element-type names (an update's ``change.dtype``); without
-    ml_dtypes the bit patterns are left as they are.
-    """
-    try:
-        import ml_dtypes
-    except ImportError:  # pragma: no cover - ml_dtypes ships with onnx and jax
-        return dict(tensors)
-    out = dict(tensors)
-    for name, value in tensors.items():
-        if dtypes.get(name) == "bfloat16" and value.dtype == np.uint16:
-            out[name] = value.view(ml_dtypes.bfloat16)
-    return out
 
 
 def write_tensors(path: str | os.PathLike[str], tensors: Tensors, *, like: str | os.PathLike[str] | None = None) -> None:

@@ -508,9 +508,6 @@ def apply_with_name_map(
                 "pass --name-map FILE to say which is which"
             ) from None
         raise
-    from . import restore_bfloat16
-
-    result = restore_bfloat16(result, {n: c.dtype for n, c in kept.changes.items()})
     out = {name: np.asarray(value) for name, value in base_tensors.items()}
     for name, change in kept.changes.items():
         target = mapping.entries[name]

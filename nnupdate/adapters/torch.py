@@ -75,11 +75,10 @@ def apply_to_module(module: Any, update: Any, *, force: bool = False) -> Any:
     stay exact and references held elsewhere (optimizers) see the new values.
     """
     from ..update import apply
-    from . import restore_bfloat16
 
     torch = _torch()
     current = from_module(module)
-    new = restore_bfloat16(apply(current, update, force=force), {n: c.dtype for n, c in update.changes.items()})
+    new = apply(current, update, force=force)
     unexpected = sorted(set(new) - set(current))
     missing = sorted(set(current) - set(new))
     if unexpected or missing:

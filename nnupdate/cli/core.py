@@ -183,7 +183,6 @@ def apply_(
             if missing:
                 raise BaseMismatchError(f"{exc}; if the base names or lays out tensors differently (an ONNX export), use --name-map auto") from None
             raise
-    result = adapters.restore_bfloat16(result, {n: c.dtype for n, c in update.changes.items()})
     adapters.write_tensors(output, result, like=base)
     if json_:
         combines: dict[str, int] = {}

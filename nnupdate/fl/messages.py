@@ -19,6 +19,7 @@ from .. import dtypes
 from ..codecs.presets import Codec, Plan, parse_codec
 from ..codecs.raw import Raw
 from ..errors import InputError
+from ..fingerprint import tensor_dtype_name
 from ..format import Combine, UpdateKind
 from ..update import TensorChange, Update, apply, decode, diff, encode_with_report, full
 
@@ -92,7 +93,7 @@ def project(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     replica after every downstream message, so their copies stay bit-identical.
     """
     for name, value in weights.items():
-        if name.endswith("running_var") and value.dtype.kind == "f" and (value < 0).any():
+        if name.endswith("running_var") and dtypes.is_float(tensor_dtype_name(value)) and (value < 0).any():
             weights[name] = np.maximum(value, 0).astype(value.dtype)
     return weights
 
