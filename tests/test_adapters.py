@@ -18,7 +18,7 @@ nn = torch.nn
 from nnupdate.adapters import read_tensors, write_tensors  # noqa: E402
 from nnupdate.adapters.namemap import apply_with_name_map, attach_tensor_digests  # noqa: E402
 from nnupdate.adapters.safetensors import read_metadata  # noqa: E402
-from nnupdate.adapters.torch import apply_to_module, from_module  # noqa: E402
+from nnupdate.adapters.torch import apply_to_module, from_module, from_state_dict  # noqa: E402
 from nnupdate.cli import EXIT_BASE_MISMATCH, main  # noqa: E402
 from nnupdate.errors import BaseMismatchError, InputError  # noqa: E402
 from nnupdate.format import Combine  # noqa: E402
@@ -249,6 +249,31 @@ def test_pt_needing_pickle_is_refused(pair: dict, capsys: pytest.CaptureFixture[
         assert "not a weights-only PyTorch checkpoint" in captured.err
         assert "executed!" not in captured.out
         assert not (d / "u.nnu").exists()
+
+
+@pytest.mark.parametrize(
+    "kind, tensor",
+    [
+        ("quantized", lambda: torch.quantize_per_tensor(torch.randn(4, 4), 0.1, 0, torch.qint8)),
+        ("sparse", lambda: torch.randn(4, 4).to_sparse()),
+        ("float8", lambda: torch.randn(4).to(torch.float8_e4m3fn)),
+        ("meta", lambda: torch.empty(4, device="meta")),
+    ],
+)
+def test_tensors_numpy_cannot_hold_are_refused_by_name(tmp_path: Path, kind: str, tensor) -> None:  # type: ignore[no-untyped-def]
+    """torch raises a bare TypeError (or NotImplementedError) converting these; the CLI
+    and the API must answer with InputError naming the tensor and what to store instead."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensor creation is deprecated
+        state = {"ok": torch.ones(2), "odd": tensor()}
+    with pytest.raises(InputError, match="odd"):
+        from_state_dict(state)
+    if kind != "meta":  # a meta tensor cannot be saved with data
+        torch.save(state, tmp_path / "odd.pt")
+        with pytest.raises(InputError, match="odd"):
+            read_tensors(tmp_path / "odd.pt")
 
 
 def test_wrong_base_file_is_refused_and_output_untouched(pair: dict) -> None:

@@ -20,12 +20,24 @@ def _torch() -> Any:
     return torch
 
 
-def tensor_to_numpy(tensor: Any, copy: bool = True) -> np.ndarray:
+def tensor_to_numpy(tensor: Any, copy: bool = True, name: str = "tensor") -> np.ndarray:
     """A detached CPU copy (or, ``copy=False``, a view where the tensor allows it: for
     tensors nobody else holds, such as a file just loaded); bfloat16 becomes ml_dtypes'
-    bfloat16 when available, else float32."""
+    bfloat16 when available, else float32.
+
+    Tensors numpy cannot hold as plain values are refused with a typed error that says what
+    to do, where torch would raise a bare TypeError: quantized (qint8 ...), sparse or other
+    non-strided layouts, meta tensors (no data), and element types the format has no code
+    for (float8, complex).
+    """
     torch = _torch()
-    tensor = tensor.detach().cpu()
+    if tensor.is_quantized:
+        raise InputError(f"{name}: quantized tensor ({tensor.dtype}) is not supported; store .dequantize() or .int_repr()")
+    if tensor.layout != torch.strided:
+        raise InputError(f"{name}: {tensor.layout} tensors are not supported; store .to_dense()")
+    if tensor.is_meta:
+        raise InputError(f"{name}: a meta tensor has no data to code")
+    tensor = tensor.detach().cpu().resolve_conj().resolve_neg()
     if tensor.dtype == torch.bfloat16:
         try:
             import ml_dtypes
@@ -34,7 +46,11 @@ def tensor_to_numpy(tensor: Any, copy: bool = True) -> np.ndarray:
             return bits.copy() if copy else bits
         except ImportError:
             return tensor.float().numpy()
-    return tensor.numpy().copy() if copy else tensor.numpy()
+    try:
+        array = tensor.numpy()
+    except TypeError:  # float8 and other types numpy lacks
+        raise InputError(f"{name}: element type {tensor.dtype} is not supported; cast it to a supported type") from None
+    return array.copy() if copy else array
 
 
 def numpy_to_tensor(array: np.ndarray, copy: bool = True) -> Any:
@@ -52,7 +68,7 @@ def from_state_dict(state: Mapping[str, Any], copy: bool = True) -> dict[str, np
     out = {}
     for name, value in state.items():
         if isinstance(value, torch.Tensor):
-            out[name] = tensor_to_numpy(value, copy)
+            out[name] = tensor_to_numpy(value, copy, name)
     return out
 
 
