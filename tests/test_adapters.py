@@ -276,6 +276,15 @@ def test_tensors_numpy_cannot_hold_are_refused_by_name(tmp_path: Path, kind: str
             read_tensors(tmp_path / "odd.pt")
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.complex64])
+def test_safetensors_of_unsupported_element_types_is_refused_by_name(tmp_path: Path, dtype) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.torch import save_file
+
+    save_file({"ok": torch.ones(2), "odd": torch.ones(3).to(dtype)}, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(InputError, match="'odd'"):
+        read_tensors(tmp_path / "odd.safetensors")
+
+
 def test_wrong_base_file_is_refused_and_output_untouched(pair: dict) -> None:
     d = pair["dir"]
     assert _run("encode", d / "base.pt", d / "tuned.pt", "-o", d / "u.nnu", "--codec", "raw") == 0

@@ -56,6 +56,18 @@ def _tagged(header: dict[str, Any], dtype: str) -> list[str]:
     return [k for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") == dtype]
 
 
+#: safetensors element types the container has a code for (spec/FORMAT.md, element types)
+SUPPORTED_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"})
+
+
+def _check_dtypes(header: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse float8, complex and other types up front: the library itself fails on some of
+    them with a bare AttributeError (numpy has no float8) after reading the file."""
+    for name, entry in header.items():
+        if name != "__metadata__" and isinstance(entry, dict) and entry.get("dtype") not in SUPPORTED_DTYPES:
+            raise InputError(f"{path}: tensor {name!r} has element type {entry.get('dtype')!r}, which nnupdate does not support")
+
+
 def _file_order(header: dict[str, Any], loaded: Mapping[str, np.ndarray]) -> list[str]:
     """The tensor names in the order of their data in the file (its writer's)."""
     offset = {k: v.get("data_offsets", [0])[0] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
@@ -81,6 +93,7 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
     header, size = _header(prefix, file_size, path)
+    _check_dtypes(header, path)
     bf16 = _tagged(header, "BF16")
     try:
         if bf16:
