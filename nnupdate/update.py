@@ -162,7 +162,10 @@ def _as_array(value: object, name: str) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype == object:
         raise InputError(f"tensor {name!r} is not numeric")
-    tensor_dtype_name(array)  # refuses unsupported types
+    try:
+        tensor_dtype_name(array)  # refuses unsupported types
+    except InputError as exc:
+        raise InputError(f"tensor {name!r}: {exc}") from None
     return array
 
 
