@@ -33,8 +33,28 @@ def storage_view(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtypes.storage_dtype(name)).reshape(array.shape)
 
 
+def _is_torch_tensor(value: object) -> bool:
+    """True for a torch.Tensor (or Parameter), told without importing torch."""
+    return type(value).__module__.partition(".")[0] == "torch" and hasattr(value, "detach")
+
+
+def as_numpy_tensors(tensors: Mapping[str, object]) -> Mapping[str, np.ndarray]:
+    """``tensors`` with torch tensors (a ``state_dict()`` passed straight in) turned into
+    numpy arrays by the torch adapter; a mapping without any is returned as it is.
+
+    numpy's own conversion fails on bfloat16 and on parameters that require grad, and
+    would share memory with a model that goes on training after ``diff`` returned.
+    """
+    if not any(_is_torch_tensor(v) for v in tensors.values()):
+        return tensors  # type: ignore[return-value]
+    from .adapters.torch import tensor_to_numpy
+
+    return {name: tensor_to_numpy(v, True, name) if _is_torch_tensor(v) else v for name, v in tensors.items()}  # type: ignore[misc]
+
+
 def fingerprint(tensors: Mapping[str, np.ndarray], names: Iterable[str] | None = None) -> bytes:
     """SHA-256 over the canonical serialisation of ``tensors`` (restricted to ``names``)."""
+    tensors = as_numpy_tensors(tensors)
     chosen = sorted(names if names is not None else tensors.keys(), key=lambda n: n.encode("utf-8"))
     digest = hashlib.sha256()
     for name in chosen:

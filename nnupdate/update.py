@@ -23,7 +23,7 @@ from .codecs.lowrank import best_lowrank
 from .codecs.pipeline import Pipeline
 from .codecs.presets import Codec, Plan, entropy_tails, parse_codec, plan_statistic, statistic_step, ulp_tails
 from .errors import BaseMismatchError, CodecError, InputError, LimitError, ShapeMismatchError
-from .fingerprint import fingerprint, storage_view, tensor_dtype_name
+from .fingerprint import as_numpy_tensors, fingerprint, storage_view, tensor_dtype_name
 from .format import (
     DEFAULT_LIMITS,
     Combine,
@@ -181,8 +181,11 @@ def diff(
 
     Tensors only in ``new`` are added (REPLACE), tensors only in ``base`` are removed,
     bitwise-equal tensors are KEEP, others are deltas. A tensor whose dtype or shape
-    changed is replaced outright.
+    changed is replaced outright. Values may be numpy arrays or torch tensors (a
+    ``state_dict()`` as it is).
     """
+    base = as_numpy_tensors(base)
+    new = as_numpy_tensors(new)
     changes: dict[str, TensorChange] = {}
     referenced: list[str] = []
     for name, value in new.items():
@@ -836,8 +839,11 @@ def apply(base: Mapping[str, np.ndarray], update: Update, *, force: bool = False
 
     Refuses a base whose fingerprint differs unless ``force``; tensors of the base that
     the update does not mention are carried over unchanged (partial updates). bfloat16
-    tensors come back as ``ml_dtypes.bfloat16``, like the base they were given in.
+    tensors come back as ``ml_dtypes.bfloat16``, like the base they were given in. The base
+    may hold torch tensors; the result is numpy (``adapters.torch.to_state_dict`` turns it
+    back, ``adapters.torch.apply_to_module`` updates a live module in place).
     """
+    base = as_numpy_tensors(base)
     if update.kind == UpdateKind.DELTA and not force:
         check_base(base, update)
     out: dict[str, np.ndarray] = {}

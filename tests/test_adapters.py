@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 nn = torch.nn
 
+import nnupdate  # noqa: E402
 from nnupdate.adapters import read_tensors, write_tensors  # noqa: E402
 from nnupdate.adapters.namemap import apply_with_name_map, attach_tensor_digests  # noqa: E402
 from nnupdate.adapters.safetensors import read_metadata  # noqa: E402
@@ -283,6 +284,24 @@ def test_safetensors_of_unsupported_element_types_is_refused_by_name(tmp_path: P
     save_file({"ok": torch.ones(2), "odd": torch.ones(3).to(dtype)}, str(tmp_path / "odd.safetensors"))
     with pytest.raises(InputError, match="'odd'"):
         read_tensors(tmp_path / "odd.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_state_dicts_of_torch_tensors_go_straight_into_diff_and_apply(dtype) -> None:  # type: ignore[no-untyped-def]
+    """numpy's conversion fails on bfloat16 and on parameters that require grad; the core
+    takes torch tensors through the adapter and copies them (training goes on after diff)."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).to(dtype)
+    base = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        model.weight.add_(0.25)
+    new = dict(model.named_parameters())  # requires_grad, shares memory with the model
+    update = nnupdate.decode(nnupdate.diff(base, new).encode("raw"))
+    assert nnupdate.fingerprint(base) == nnupdate.fingerprint(from_state_dict(base))
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the model moves on; the update must not
+    applied = nnupdate.apply(base, update)
+    assert np.array_equal(applied["weight"].astype(np.float32), (base["weight"].float() + 0.25).to(dtype).float().numpy())
 
 
 def test_wrong_base_file_is_refused_and_output_untouched(pair: dict) -> None:
