@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "resne
 
 
 def _base_model() -> dict[str, np.ndarray]:
-    if SHARED.is_file():
+    if SHARED.is_file() and importlib.util.find_spec("torch") is not None:
         return adapters.read_tensors(SHARED)
     g = np.random.default_rng(0)  # a small synthetic state dict when the shared checkpoint is absent
     return {  # index 3 is a float tensor, which _fine_tuned leaves untouched (a KEEP)
@@ -167,6 +168,26 @@ def test_conformance_verb(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["conformance", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results and all(r["passed"] for r in results)
+
+
+@pytest.mark.parametrize("args", [["no-such-verb"], ["encode", "--no-such-option"], ["info"]])
+def test_usage_errors_exit_2_whichever_click_typer_uses(args: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
+    """typer vendors click as typer._click since 0.2x; a handler that imported click itself
+    crashed with ModuleNotFoundError on a core-only install (no other package pulls click)."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Usage:" in err and "Traceback" not in err
+
+
+def test_a_command_run_without_its_extra_names_the_extra(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import nnupdate.demo
+
+    def missing(**_: object) -> None:
+        raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+
+    monkeypatch.setattr(nnupdate.demo, "run_demo", missing)
+    assert main(["demo"]) == 1
+    assert capsys.readouterr().err.strip() == "nnupdate: error: this command needs sklearn: pip install 'nnupdate[demo]'"
 
 
 def test_real_subprocess(tmp_path: Path) -> None:

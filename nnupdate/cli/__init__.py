@@ -39,6 +39,35 @@ def _register() -> None:
 _register()
 
 
+#: commands whose extra installs everything they import (PyTorch, scikit-learn, Flower...)
+EXTRA_OF_COMMAND = {"demo": "demo", "fl": "fl"}
+#: optional module -> the extra that installs it, for other commands run without it
+EXTRA_OF_MODULE = {
+    "torch": "torch",
+    "sklearn": "demo",
+    "safetensors": "safetensors",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "flwr": "fl",
+    "ray": "fl",
+    "matplotlib": "plot",
+}
+
+
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """click's ``ClickException`` (usage errors, bad options): typer depended on click up to
+    0.2x and vendors it as ``typer._click`` since, so either module (or both) may hold it."""
+    import importlib
+
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and a nonzero exit code."""
     try:
@@ -56,11 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("nnupdate: aborted", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").partition(".")[0]
+        if root not in EXTRA_OF_MODULE:
+            raise
+        args = sys.argv[1:] if argv is None else argv
+        command = next((a for a in args if not a.startswith("-")), "")
+        extra = EXTRA_OF_COMMAND.get(command, EXTRA_OF_MODULE[root])
+        print(f"nnupdate: error: this command needs {root}: pip install 'nnupdate[{extra}]'", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        if isinstance(exc, _usage_error_types()):
+            exc.show()  # type: ignore[attr-defined]
             return EXIT_USAGE
         if isinstance(exc, OSError):
             print(f"nnupdate: error: {exc.strerror or exc}: {getattr(exc, 'filename', '')}", file=sys.stderr)
