@@ -156,6 +156,7 @@ def test_measure_ours_counts_real_bytes_and_error() -> None:
 
 
 def test_bench_run_writes_all_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")  # the run draws rd.png
     from tools import bench_codecs
 
     monkeypatch.setattr(workloads, "load", lambda names, cache, log=print: [_tiny_workload()])
