@@ -304,6 +304,18 @@ def test_state_dicts_of_torch_tensors_go_straight_into_diff_and_apply(dtype) -> 
     assert np.array_equal(applied["weight"].astype(np.float32), (base["weight"].float() + 0.25).to(dtype).float().numpy())
 
 
+@pytest.mark.parametrize("suffix, package", [(".safetensors", "safetensors"), (".onnx", "onnx"), (".pt", "torch")])
+def test_a_format_whose_package_is_missing_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, package: str) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(b"0" * 64)
+    with pytest.raises(InputError, match=rf"pip install 'nnupdate\[{package}\]'"):
+        read_tensors(path)
+
+
 def test_wrong_base_file_is_refused_and_output_untouched(pair: dict) -> None:
     d = pair["dir"]
     assert _run("encode", d / "base.pt", d / "tuned.pt", "-o", d / "u.nnu", "--codec", "raw") == 0
