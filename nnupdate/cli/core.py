@@ -326,12 +326,14 @@ def demo(
         emit_json(result)
         return
     out = console()
-    out.print(
+    out.print(  # soft_wrap: the terminal wraps long lines; rich would cut the codec spec mid-token
         f"digits CNN, {result['parameters']} parameters, {steps} SGD steps from a pretrained base\n"
-        f"update with {result['codec']}: {human_bytes(result['bytes'])} = {result['bits_per_parameter']:.3f} bits/param "
+        f"codec    {result['codec']}\n"
+        f"update   {human_bytes(result['bytes'])} = {result['bits_per_parameter']:.3f} bits/param "
         f"({result['ratio_vs_float32']:.1f}x smaller than float32), relative L2 error {result['relative_l2_error']:.4f}\n"
-        f"test accuracy: base {result['accuracy_base']:.4f}, exact new {result['accuracy_exact']:.4f}, "
-        f"reconstructed {result['accuracy_reconstructed']:.4f}; logits max |diff| {result['max_logit_diff']:.3g}"
+        f"accuracy base {result['accuracy_base']:.4f}, exact new {result['accuracy_exact']:.4f}, "
+        f"reconstructed {result['accuracy_reconstructed']:.4f}; logits max |diff| {result['max_logit_diff']:.3g}",
+        soft_wrap=True,
     )
 
 
