@@ -214,3 +214,19 @@ def test_encode_reports_the_ratio_against_the_tensors_as_stored(tmp_path: Path, 
     assert main(["encode", str(tmp_path / "b.npz"), str(tmp_path / "n.npz"), "-o", str(tmp_path / "u.nnu"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["ratio_vs_stored"] == pytest.approx(summary["ratio_vs_float32"] / 2)
+
+
+@pytest.mark.parametrize("codec", ["uniform", "raw"])
+def test_demo_runs_the_main_job_end_to_end(codec: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The README's first command: train, encode, apply, and the rebuilt model behaves."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    assert main(["demo", "--steps", "10", "--codec", codec, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bytes"] * 8 == pytest.approx(result["bits_per_parameter"] * result["parameters"], rel=0.01)
+    if codec == "raw":
+        assert result["relative_l2_error"] == 0 and result["max_logit_diff"] == 0
+        assert result["accuracy_reconstructed"] == result["accuracy_exact"]
+    else:
+        assert result["relative_l2_error"] <= 0.05 * 1.02 and result["ratio_vs_float32"] > 4
+        assert abs(result["accuracy_reconstructed"] - result["accuracy_exact"]) < 0.05
