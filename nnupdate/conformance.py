@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,8 +96,16 @@ def _read_checked(directory: Path, entry: Mapping[str, Any], key: str) -> bytes:
     return data
 
 
+def _expected(directory: Path, entry: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
+    """The vector's expected decoded tensors, and its base and applied model (None without a base)."""
+    expected = read_npz(_read_checked(directory, entry, "decoded"))
+    if not entry.get("base"):
+        return expected, None, None
+    return expected, read_npz(_read_checked(directory, entry, "base")), read_npz(_read_checked(directory, entry, "applied"))
+
+
 def check_vector(directory: Path, entry: Mapping[str, Any]) -> Result:
-    """Decode one vector and compare (or check the refusal of a negative vector)."""
+    """Decode one vector with this library and compare (or check the refusal of a negative vector)."""
     from .update import apply, decode
 
     name = entry["name"]
@@ -121,24 +131,18 @@ def check_vector(directory: Path, entry: Mapping[str, Any]) -> Result:
     except Exception as exc:
         return Result(name, False, f"decode failed: {type(exc).__name__}: {exc}")
     try:
-        expected = read_npz(_read_checked(directory, entry, "decoded"))
+        expected, base, want = _expected(directory, entry)
     except (OSError, ValueError) as exc:
         return Result(name, False, f"expected output unusable: {exc}")
     combines = {c.name: c.combine.name for c in update.changes.values()}
     want_combines = {t["name"]: t["combine"] for t in entry["tensors"]}
     if combines != want_combines:
         return Result(name, False, "combine modes or tensor list differ from the manifest")
-    decoded = {n: c.data for n, c in update.changes.items() if c.data is not None}
-    problem = compare(expected, decoded)
+    problem = compare(expected, {n: c.data for n, c in update.changes.items() if c.data is not None})
     if problem:
         return Result(name, False, f"decoded tensors: {problem}")
     detail = f"{len(update.changes)} tensors bit-exact"
-    if entry.get("base"):
-        try:
-            base = read_npz(_read_checked(directory, entry, "base"))
-            want = read_npz(_read_checked(directory, entry, "applied"))
-        except (OSError, ValueError) as exc:
-            return Result(name, False, f"base/applied files unusable: {exc}")
+    if base is not None and want is not None:
         try:
             applied = storage_arrays(apply(base, update))
         except Exception as exc:
@@ -150,6 +154,61 @@ def check_vector(directory: Path, entry: Mapping[str, Any]) -> Result:
     return Result(name, True, detail)
 
 
+#: the exit status by which an external decoder refuses a file (any other nonzero is a crash)
+REFUSED = 1
+#: seconds one external decode may take before it counts as a hang
+EXTERNAL_TIMEOUT = 120.0
+
+
+def check_vector_external(directory: Path, entry: Mapping[str, Any], command: Sequence[str], timeout: float = EXTERNAL_TIMEOUT) -> Result:
+    """Check a decoder that runs as a command, in any language (spec/FORMAT.md §11).
+
+    It is run as ``COMMAND... FILE.nnu DECODED.npz`` (plus ``BASE.npz APPLIED.npz`` when
+    the vector has a base), must write the decoded tensors (and the applied model) as
+    .npz and exit 0, or refuse the file by exiting with status 1.
+    """
+    name = entry["name"]
+    try:
+        _read_checked(directory, entry, "file")
+        expected, base, want = (None, None, None) if entry.get("error") else _expected(directory, entry)
+    except (OSError, ValueError) as exc:
+        return Result(name, False, f"vector files unusable: {exc}")
+    with tempfile.TemporaryDirectory(prefix="nnu-conformance-") as scratch:
+        decoded_path, applied_path = Path(scratch) / "decoded.npz", Path(scratch) / "applied.npz"
+        args = [*command, str(directory / entry["file"]), str(decoded_path)]
+        if base is not None:
+            args += [str(directory / entry["base"]), str(applied_path)]
+        try:
+            done = subprocess.run(args, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return Result(name, False, f"the decoder did not finish within {timeout:g} s")
+        except OSError as exc:
+            return Result(name, False, f"cannot run the decoder: {exc}")
+        said = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        if entry.get("error"):
+            if done.returncode == REFUSED:
+                return Result(name, True, f"refused: {said[0]}")
+            verdict = "decoded it" if done.returncode == 0 else f"exited with status {done.returncode}, not {REFUSED}"
+            return Result(name, False, f"expected a refusal ({entry['error']}); the decoder {verdict} {said[0]}".rstrip())
+        if done.returncode != 0:
+            return Result(name, False, f"the decoder exited with status {done.returncode}: {said[0]}")
+        try:
+            decoded = read_npz(decoded_path.read_bytes())
+            applied = read_npz(applied_path.read_bytes()) if base is not None else None
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            return Result(name, False, f"the decoder's output is unreadable: {exc}")
+    assert expected is not None
+    problem = compare(expected, decoded)
+    if problem:
+        return Result(name, False, f"decoded tensors: {problem}")
+    if want is not None and applied is not None:
+        problem = compare(want, applied)
+        if problem:
+            return Result(name, False, f"applied model: {problem}")
+        return Result(name, True, f"{len(decoded)} decoded tensors and the applied model bit-exact")
+    return Result(name, True, f"{len(decoded)} decoded tensors bit-exact")
+
+
 def load_manifest(directory: Path) -> dict[str, Any]:
     manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     if manifest.get("format") != MANIFEST_FORMAT:
@@ -157,10 +216,15 @@ def load_manifest(directory: Path) -> dict[str, Any]:
     return manifest  # type: ignore[no-any-return]
 
 
-def run(directory: Path) -> list[Result]:
-    """Check every vector of ``directory``; an unreadable manifest raises InputError."""
+def run(directory: Path, decoder: Sequence[str] | None = None, only: str = "") -> list[Result]:
+    """Check every vector of ``directory`` (those whose name starts with ``only``) with this
+    library, or with ``decoder``, a command (:func:`check_vector_external`); an unreadable
+    manifest raises InputError."""
     try:
         manifest = load_manifest(directory)
     except (OSError, ValueError) as exc:
         raise errors.InputError(f"cannot read conformance manifest in {directory}: {exc}") from None
-    return [check_vector(directory, entry) for entry in manifest["vectors"]]
+    chosen = [entry for entry in manifest["vectors"] if entry["name"].startswith(only)]
+    if decoder:
+        return [check_vector_external(directory, entry, decoder) for entry in chosen]
+    return [check_vector(directory, entry) for entry in chosen]

@@ -106,3 +106,38 @@ def test_runner_detects_a_wrong_expectation(tmp_path: Path) -> None:
     assert not results["core-uniform-rans"].passed and "differ" in results["core-uniform-rans"].detail
     assert not results["core-zstd"].passed and "SHA-256" in results["core-zstd"].detail
     assert {n for n, r in results.items() if not r.passed} == already | {"core-uniform-rans", "core-zstd"}
+
+
+@pytest.mark.parametrize("tool, prefix", [("reference_decoder.py", "core-"), ("reference_codecs.py", "codecs-")])
+def test_runner_checks_an_external_decoder_through_its_command(tool: str, prefix: str) -> None:
+    """spec §11's protocol, driven with the independent decoders written from the spec."""
+    results = run(VECTORS, decoder=[sys.executable, str(ROOT / "tools" / tool), "--npz"], only=prefix)
+    assert len(results) == len([v for v in MANIFEST["vectors"] if v["name"].startswith(prefix)]) > 20
+    assert [r for r in results if not r.passed] == []
+    assert any("applied model bit-exact" in r.detail for r in results)
+
+
+def test_runner_catches_a_wrong_external_decoder(tmp_path: Path) -> None:
+    from nnupdate.conformance import check_vector_external
+
+    fake = tmp_path / "fake.py"
+    fake.write_text(
+        "import sys, time, zipfile\n"
+        "mode = sys.argv[1]\n"
+        "if mode == 'hang': time.sleep(30)\n"
+        "if mode == 'crash': sys.exit(3)\n"
+        "for out in sys.argv[3::2]:  # empty .npz files: decodes anything, to nothing\n"
+        "    zipfile.ZipFile(out, 'w').close()\n",
+        encoding="utf-8",
+    )
+    vectors = {v["name"]: v for v in MANIFEST["vectors"]}
+    positive, negative = vectors["core-uniform-rans"], vectors["core-neg-truncated"]
+
+    def check(entry: dict, mode: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+        return check_vector_external(VECTORS, entry, [sys.executable, str(fake), mode], timeout)
+
+    assert "names differ" in check(positive, "empty").detail
+    assert "decoded it" in check(negative, "empty").detail
+    crashed = check(negative, "crash")
+    assert not crashed.passed and "status 3" in crashed.detail
+    assert "did not finish" in check(positive, "hang", timeout=1.0).detail

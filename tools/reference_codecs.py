@@ -9,6 +9,7 @@ with the library on the conformance vectors (tests/test_codecs_reference.py) sho
 spec is complete. Slow; meant for small files.
 
     python tools/reference_codecs.py FILE.nnu
+    python tools/reference_codecs.py --npz FILE.nnu DECODED.npz [BASE.npz APPLIED.npz]   # spec/FORMAT.md §11
 """
 
 from __future__ import annotations
@@ -348,6 +349,8 @@ def decode(data: bytes) -> ref.Decoded:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--npz"]:  # the conformance runner's protocol, as in reference_decoder.py
+        return ref.npz_main(argv[1:], decode)
     for path in argv:
         dec = decode(Path(path).read_bytes())
         for rec in dec.tensors:

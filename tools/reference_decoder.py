@@ -8,6 +8,8 @@ agreement with the library on the conformance vectors shows the spec is complete
 It is slow (a Python loop per rANS symbol) and meant for small files.
 
     python tools/reference_decoder.py FILE.nnu          # prints every tensor
+    python tools/reference_decoder.py --npz FILE.nnu DECODED.npz [BASE.npz APPLIED.npz]
+        # the conformance runner's protocol: nnupdate conformance --decoder "python tools/reference_decoder.py --npz"
     decode(data) -> Decoded ; apply(base, decoded) -> {name: Tensor}
 
 Tensors are ``Tensor(dtype, shape, data)`` with ``data`` the little-endian element
@@ -581,13 +583,89 @@ def apply(base: dict[str, Tensor], dec: Decoded) -> dict[str, Tensor]:
     return out
 
 
+# --------------------------------------------------------------- .npz files (spec §11 protocol)
+#: numpy's type strings of the element types; bfloat16 travels as its 16-bit patterns
+NPY_DESCR = {
+    "float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "float64": "<f8", "int8": "|i1", "uint8": "|u1",
+    "int16": "<i2", "int32": "<i4", "int64": "<i8", "bool": "|b1", "uint16": "<u2", "uint32": "<u4", "uint64": "<u8",
+}
+DESCR_TYPE = {d: n for n, d in NPY_DESCR.items() if n != "bfloat16"}
+
+
+def write_npz(path: str, tensors: dict[str, Tensor]) -> None:
+    """An .npz of ``tensors`` (format 1.0 .npy members), written with the standard library."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, t in tensors.items():
+            header = f"{{'descr': '{NPY_DESCR[t.dtype]}', 'fortran_order': False, 'shape': {tuple(t.shape)!r}, }}"
+            header += " " * (63 - (10 + len(header)) % 64) + "\n"  # pad so the data starts 64-aligned
+            zf.writestr(f"{name}.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1") + t.data)
+
+
+def read_npz(path: str) -> dict[str, Tensor]:
+    """The tensors of an .npz written as above (or by numpy, format 1.0/2.0, C order)."""
+    import ast
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for member in zf.namelist():
+            raw = zf.read(member)
+            if raw[:6] != b"\x93NUMPY":
+                raise RefError(f"{member}: not an .npy array")
+            size, start = (struct.unpack_from("<H", raw, 8)[0], 10) if raw[6] == 1 else (struct.unpack_from("<I", raw, 8)[0], 12)
+            header = ast.literal_eval(raw[start : start + size].decode("latin1"))
+            if header["fortran_order"] or header["descr"] not in DESCR_TYPE:
+                raise RefError(f"{member}: unsupported array layout {header}")
+            out[member.removesuffix(".npy")] = Tensor(DESCR_TYPE[header["descr"]], tuple(header["shape"]), raw[start + size :])
+    return out
+
+
+def npz_main(files: list[str], decoder: Callable[[bytes], Decoded] | None = None) -> int:
+    """The conformance runner's external-decoder protocol (spec/FORMAT.md §11):
+    ``FILE.nnu DECODED.npz [BASE.npz APPLIED.npz]``; exit status 1 refuses the file."""
+    if len(files) not in (2, 4):
+        print("usage: --npz FILE.nnu DECODED.npz [BASE.npz APPLIED.npz]", file=sys.stderr)
+        return 2
+    try:
+        decode_to_npz(files[0], files[1], *(files[2:] or [None, None]), decoder=decoder or decode)
+    except RefError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def decode_to_npz(
+    source: str, decoded_path: str, base_path: str | None, applied_path: str | None, decoder: Callable[[bytes], Decoded]
+) -> None:
+    """The decoded tensors to ``decoded_path``, and with a base, the applied model to ``applied_path``."""
+    with open(source, "rb") as fh:
+        dec = decoder(fh.read())
+    write_npz(decoded_path, {r.name: r.decoded for r in dec.tensors if r.decoded is not None})
+    if base_path and applied_path:
+        stored = {r.name: r.dtype for r in dec.tensors}
+        base = {  # bfloat16 travels as uint16: typed again from the records
+            name: Tensor("bfloat16", t.shape, t.data) if t.dtype == "uint16" and stored.get(name) == "bfloat16" else t
+            for name, t in read_npz(base_path).items()
+        }
+        write_npz(applied_path, apply(base, dec))
+
+
 def main(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Decode .nnu files with the reference decoder (written from spec/ alone) and list their records.")
     parser.add_argument("files", nargs="+", metavar="FILE.nnu")
+    parser.add_argument(
+        "--npz", action="store_true",
+        help="conformance protocol (spec §11): FILE.nnu DECODED.npz [BASE.npz APPLIED.npz]; exit 1 on refusal",
+    )
+    args = parser.parse_args(argv)
+    if args.npz:
+        return npz_main(args.files)
     status = 0
-    for path in parser.parse_args(argv).files:
+    for path in args.files:
         try:
             with open(path, "rb") as fh:
                 dec = decode(fh.read())

@@ -295,12 +295,22 @@ def codecs(json_: JsonOpt = False) -> None:
 @app.command()
 def conformance(
     directory: Annotated[Path | None, typer.Argument(help="Vector directory (default: the repository's conformance/).")] = None,
+    decoder: Annotated[
+        str,
+        typer.Option(
+            help="Check another decoder instead of this library: a command run as COMMAND FILE.nnu DECODED.npz "
+            "[BASE.npz APPLIED.npz] that exits 1 to refuse a file (spec/FORMAT.md §11).",
+        ),
+    ] = "",
+    only: Annotated[str, typer.Option(help="Only the vectors whose name starts with this (e.g. core-).")] = "",
     json_: JsonOpt = False,
 ) -> None:
     """Decode every reference bitstream and compare with its expected output bit for bit."""
+    import shlex
+
     from ..conformance import default_directory, run
 
-    results = run(directory or default_directory())
+    results = run(directory or default_directory(), shlex.split(decoder), only)
     failed = [r for r in results if not r.passed]
     if json_:
         emit_json([dataclasses.asdict(r) for r in results])
