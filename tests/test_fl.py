@@ -60,6 +60,19 @@ def test_inproc_run_moves_real_bytes_and_learns(tmp_path: Path) -> None:
     assert (tmp_path / "accuracy_vs_bytes.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("codec, downstream", [("ctx", "full"), ("uniform:max_rel_error=0.1", "ctx:max_rel_error=0.05")])
+def test_a_bfloat16_model_is_averaged_as_values_and_learns(codec: str, downstream: str) -> None:
+    """The server took ml_dtypes' bfloat16 (numpy kind "V") for an integer type: deltas
+    became value-to-int casts and the global model collapsed to uniform logits (loss ln 10);
+    before apply returned bfloat16 typed, every update was rejected instead."""
+    config = FLConfig(clients=3, per_round=3, rounds=3, local_epochs=2, lr=0.1, codec=codec, downstream=downstream, task="bf16_task")
+    result = run(config, write_outputs=False)
+    assert all(r["valid"] == 3 and not r["rejected"] for r in result.history)
+    assert str(result.weights["1.weight"].dtype) == "bfloat16"
+    losses = [r["loss"] for r in result.history]
+    assert losses[-1] < losses[0] < 2.2 and result.history[-1]["accuracy"] > 0.3
+
+
 def test_same_seed_same_bytes_and_curve() -> None:
     a, b = run(SMALL), run(SMALL)
     assert _strip_timing(a.history) == _strip_timing(b.history)

@@ -60,7 +60,7 @@ def decode_full(data: bytes, *, kind: UpdateKind = UpdateKind.FULL) -> tuple[dic
 
 
 def float_names(weights: Mapping[str, np.ndarray]) -> list[str]:
-    return [n for n, a in weights.items() if dtypes.is_float(dtypes.name_of_array(np.asarray(a)))]
+    return [n for n, a in weights.items() if dtypes.is_float(tensor_dtype_name(np.asarray(a)))]
 
 
 @dataclass

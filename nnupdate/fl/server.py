@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import InputError, NNUpdateError, ShapeMismatchError
+from ..fingerprint import storage_view, tensor_dtype_name
 from ..format import UpdateKind
 from ..update import apply, decode, diff, encode_with_report
 from .client import ClientReply
@@ -140,8 +141,9 @@ class Server:
             reference = base[name]
             if value.shape != reference.shape or value.dtype != reference.dtype:
                 raise ShapeMismatchError(f"{name}: got {value.dtype}{list(value.shape)}, model has {reference.dtype}{list(reference.shape)}")
-            if value.dtype.kind == "f":
-                deltas[name] = value.astype(np.float64) - reference.astype(np.float64)
+            kind = tensor_dtype_name(value)
+            if dtypes.is_float(kind):  # bfloat16 (kind "V" to numpy) included, through its storage bits
+                deltas[name] = dtypes.difference_float64(storage_view(value), storage_view(reference), kind)
             else:
                 deltas[name] = value.astype(np.int64) - reference.astype(np.int64)
         if not _finite(deltas):
@@ -231,7 +233,8 @@ class Server:
             mean = np.zeros(current.shape, dtype=np.float64)
             for deltas, n in valid:
                 mean += deltas[name] * (n / total)
-            if current.dtype.kind != "f":
+            kind = tensor_dtype_name(current)
+            if not dtypes.is_float(kind):
                 new[name] = (current.astype(np.int64) + np.rint(mean).astype(np.int64)).astype(current.dtype)
                 continue
             step = mean
@@ -248,7 +251,8 @@ class Server:
                 step = lr * m / (np.sqrt(v) + ADAM_TAU)
             elif _is_optimized(name):
                 step = lr * mean
-            new[name] = dtypes.from_float64(current.astype(np.float64) + step, dtypes.name_of_array(current)).reshape(current.shape)
+            moved = dtypes.to_float64(storage_view(current), kind) + step
+            new[name] = dtypes.typed(dtypes.from_float64(moved, kind), kind).reshape(current.shape)
         self.state.weights = project(new)
 
     def _prepare_downstream(self, t: int) -> float:
