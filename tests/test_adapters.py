@@ -316,6 +316,13 @@ def test_a_format_whose_package_is_missing_names_the_extra(tmp_path: Path, monke
         read_tensors(path)
 
 
+def test_npz_refuses_to_write_bfloat16_and_leaves_no_file(tmp_path: Path) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with pytest.raises(InputError, match="bfloat16"):
+        write_tensors(tmp_path / "out.npz", {"w": np.ones(3, ml_dtypes.bfloat16)})
+    assert not (tmp_path / "out.npz").exists()
+
+
 def test_wrong_base_file_is_refused_and_output_untouched(pair: dict) -> None:
     d = pair["dir"]
     assert _run("encode", d / "base.pt", d / "tuned.pt", "-o", d / "u.nnu", "--codec", "raw") == 0

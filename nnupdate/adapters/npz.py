@@ -21,6 +21,11 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 
 def write(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], *, like: object = None) -> None:
+    """Refuses bfloat16: .npy has no such type and numpy would store it as opaque 2-byte
+    voids, which nothing (this package included) reads back as numbers."""
+    typeless = [name for name, value in tensors.items() if np.asarray(value).dtype.name == "bfloat16"]
+    if typeless:
+        raise InputError(f"{path}: .npz cannot hold bfloat16 tensors ({', '.join(typeless[:3])}); write .safetensors or .pt")
     buffer = io.BytesIO()
     np.savez(buffer, **{name: np.asarray(value) for name, value in tensors.items()})  # type: ignore[arg-type]
     atomic_write(path, buffer.getvalue())
