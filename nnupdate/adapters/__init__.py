@@ -12,7 +12,6 @@ that renames or transposes them; spec/ADAPTERS.md).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -42,22 +41,15 @@ def format_of(path: str | os.PathLike[str]) -> str:
         raise InputError(f"{path}: unknown checkpoint format {suffix!r}; use one of {', '.join(sorted(_SUFFIXES))}") from None
 
 
-#: adapter -> (the package it needs, the extra that installs it)
-_NEEDS = {"torch": ("torch", "torch"), "safetensors": ("safetensors", "safetensors"), "onnx": ("onnx", "onnx")}
-
-
 def _module(kind: str) -> Any:
     """The adapter module of ``kind``, imported on first use (torch and onnx are heavy).
 
-    A format whose package is missing is refused here, for every adapter alike, with the
-    extra to install (the safetensors adapter used to fail with a bare ModuleNotFoundError).
+    Each adapter refuses its own missing library with the extra to install, so direct
+    calls (``adapters.torch.from_state_dict``) get the same error as file I/O here.
     """
     if kind == "npz":
         return npz
-    if kind in _NEEDS:
-        package, extra = _NEEDS[kind]
-        if importlib.util.find_spec(package) is None:
-            raise InputError(f"{package} is not installed: pip install 'nnupdate[{extra}]'")
+    if kind in ("torch", "safetensors", "onnx"):
         return importlib.import_module(f"{__name__}.{kind}")
     raise InputError(f"unknown format {kind}")  # pragma: no cover
 

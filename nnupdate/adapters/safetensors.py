@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import InputError
 from ..io import atomic_path, atomic_write
 
@@ -74,6 +75,14 @@ def _file_order(header: dict[str, Any], loaded: Mapping[str, np.ndarray]) -> lis
     return sorted(loaded, key=lambda name: (offset.get(name, 0), name))
 
 
+def _require() -> None:
+    """Refuse a missing library with the extra to install, as the torch and onnx adapters do."""
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the install
+        raise InputError("safetensors is not installed: pip install 'nnupdate[safetensors]'") from None
+
+
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Every tensor, in file order (the library's dict comes from a hash map whose order
     changes from run to run; the update's record order and rate-control sample must not).
@@ -81,6 +90,7 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Without bfloat16 tensors the library maps the file and copies each tensor out (one copy
     of the checkpoint in memory); with them the file is read whole to retag its header,
     since numpy has no bfloat16 for the library to produce."""
+    _require()
     from safetensors import SafetensorError
     from safetensors.numpy import load, load_file
 
@@ -108,14 +118,13 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: not a readable .safetensors file ({exc})") from None
     tensors = {name: loaded[name] for name in _file_order(header, loaded)}
     if bf16:
-        import ml_dtypes
-
         for name in bf16:
-            tensors[name] = tensors[name].view(ml_dtypes.bfloat16)
+            tensors[name] = dtypes.typed(tensors[name], dtypes.BFLOAT16)
     return tensors
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    _require()
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -126,6 +135,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], *, like: str | os.PathLike[str] | None = None) -> None:
+    _require()
     from safetensors.numpy import save, save_file
 
     metadata = read_metadata(like) if like is not None and str(like).endswith(".safetensors") else None
