@@ -141,3 +141,16 @@ def test_runner_catches_a_wrong_external_decoder(tmp_path: Path) -> None:
     crashed = check(negative, "crash")
     assert not crashed.passed and "status 3" in crashed.detail
     assert "did not finish" in check(positive, "hang", timeout=1.0).detail
+
+
+def test_tdig_vector_carries_the_digests_of_its_base() -> None:
+    """The expected output is tensors only; the tdig body itself is checked here against
+    spec/ADAPTERS.md §1 (digests of the referenced base tensors, in name order)."""
+    from nnupdate.adapters.namemap import read_tensor_digests, tensor_digest
+    from nnupdate.update import decode, referenced_names
+
+    update = decode((VECTORS / "core-tdig.nnu").read_bytes())
+    base = read_npz((VECTORS / "core-tdig.base.npz").read_bytes())
+    digests = read_tensor_digests(update)
+    assert digests is not None and set(digests) == set(referenced_names(update))
+    assert all(digests[name] == tensor_digest(base[name]) for name in digests)

@@ -248,6 +248,16 @@ def _ancillary() -> bytes:
     )
 
 
+def _tensor_digests() -> bytes:
+    """An update carrying the ancillary ``tdig`` chunk (spec/ADAPTERS.md §1), as ``nnupdate
+    encode`` writes by default: a decoder that does not use it must skip it."""
+    from nnupdate.adapters.namemap import attach_tensor_digests
+
+    update = _update(round=2)
+    attach_tensor_digests(update, _base())
+    return update.encode("raw:combine=xor")
+
+
 def _newer_minor() -> bytes:
     return reframe(_encode("raw:combine=xor"), minor=200)
 
@@ -426,6 +436,8 @@ def _bump_count(head: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
 # ----------------------------------------------------------------------------- cases
 
 CASES = [
+    Case("core-tdig", "the ancillary tdig chunk (8-byte digests of every referenced base tensor, spec/ADAPTERS.md §1) "
+         "beside a lossless update; apply gives NEW bit-exactly", _tensor_digests, base=_base, applied=_new),
     Case("core-group", "a TGRP group: uniform(0.25) | rans over a 3x2 and a 4-element member, split in member order",
          _group, expected=_group_expected),
     Case("core-group-zstd-table", "a TGRP of 40 members whose member table is one zstd frame (table mode 1)",
