@@ -116,6 +116,45 @@ def _cls(prev: int) -> int:  # pragma: no cover - compiled
     return prev if prev < NUM_RATE_CLASSES - 1 else NUM_RATE_CLASSES - 1
 
 
+@njit(cache=True, inline="always")
+def _candidates(ax: float, q1: bool) -> tuple[int, float, int, float]:  # pragma: no cover - compiled
+    """The nonzero magnitudes quantizer Q0 (or Q1) weighs for ``|x| = ax``, sorted by
+    parity: ``(even m, its squared error, odd m, its squared error)``.
+
+    They are the two levels around ``ax``; one is even, one odd. An even candidate of 0
+    duplicates the zero level at the same cost and so never replaces it.
+    """
+    if q1:  # reconstructions 2m - 1
+        m = int((ax + 1.0) * 0.5)  # floor: ax >= 0
+        d = ax - (2.0 * m - 1.0)
+        lo = d * d
+        d = ax - (2.0 * (m + 1) - 1.0)
+    else:  # reconstructions 2m
+        m = int(ax * 0.5)
+        d = ax - 2.0 * m
+        lo = d * d
+        d = ax - 2.0 * (m + 1)
+    hi = d * d
+    if m & 1:
+        return m + 1, hi, m, lo
+    return m, lo, m + 1, hi
+
+
+@njit(cache=True, inline="always")
+def _from_state(
+    cost: float, cls: int, rate: np.ndarray, lam: float, zero: float, me: int, de: float, mo: int, do: float
+) -> tuple[float, int, float]:  # pragma: no cover - compiled
+    """From a survivor of path cost ``cost``: the cheapest even level (zero, or ``me``) as
+    (cost, magnitude), and the cost of the odd one ``mo``. The parity picks the next state,
+    so these are the only two choices that compete. Ties keep zero (the scan order of the
+    candidates: zero first)."""
+    jz = cost + zero + lam * rate[cls, 0]
+    je = cost + de + lam * _rate(rate, cls, me)
+    jo = cost + do + lam * _rate(rate, cls, mo)
+    even = je < jz
+    return (je if even else jz), (me if even else 0), jo
+
+
 @njit(cache=True, nogil=True)
 def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray) -> np.ndarray:  # pragma: no cover
     """Levels minimising sum (x/d - rec)^2 + lam * rate along each row (Viterbi, 4 states).
@@ -124,64 +163,57 @@ def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.nda
     m > 0) in rate class ``c``: quantizer x scale class of the position (``scale``, from
     the previous pass) x class of the previous magnitude; each survivor carries its own
     previous level, so the estimate follows the path.
+
+    Why it is written out state by state: each next state has exactly two predecessors
+    (TRANSITION), each offering one level of the right parity, so a step is four
+    two-way choices made with selects, not twelve unpredictable compare-and-store
+    branches through arrays (twice as fast, same levels). Survivor costs and previous
+    magnitudes stay in registers; the back pointers pack ``level * 4 + previous state``.
     """
     out = np.zeros(rows * rowlen, dtype=np.int64)
-    back_state = np.empty((rowlen, 4), dtype=np.int64)
-    back_level = np.empty((rowlen, 4), dtype=np.int64)
-    cost = np.empty(4, dtype=np.float64)
-    new_cost = np.empty(4, dtype=np.float64)
-    last = np.zeros(4, dtype=np.int64)
-    new_last = np.zeros(4, dtype=np.int64)
-    inf = 1e300
+    back = np.empty((rowlen, 4), dtype=np.int64)
+    inf = 1e300  # unreachable: the row starts in state 0; inf + anything finite stays inf
     for r in range(rows):
         base = r * rowlen
-        cost[:] = inf
-        cost[0] = 0.0
-        last[:] = 0
+        c0, c1, c2, c3 = 0.0, inf, inf, inf  # survivor costs of states 0..3
+        l0, l1, l2, l3 = 0, 0, 0, 0  # their previous magnitudes
         for i in range(rowlen):
             x = scaled[base + i]
             ax = x if x >= 0 else -x
-            neg = x < 0
-            new_cost[:] = inf
-            for s in range(4):
-                c0 = cost[s]
-                if c0 >= inf:
-                    continue
-                cls = ((NUM_SCALE_CLASSES if s >= 2 else 0) + scale[base + i]) * NUM_RATE_CLASSES + _cls(last[s])
-                q1 = s >= 2
-                # candidate magnitudes m; reconstruction magnitude: Q0 -> 2m, Q1 -> 2m - 1 (m > 0)
-                mc = int(np.floor((ax + 1.0) / 2.0)) if q1 else int(np.floor(ax / 2.0))
-                for t in range(3):
-                    if t == 0:
-                        m = 0
-                    elif t == 1:
-                        m = mc
-                        if m == 0:
-                            continue
-                    else:
-                        m = mc + 1
-                    if m == 0:
-                        rec = 0.0
-                    elif q1:
-                        rec = 2.0 * m - 1.0
-                    else:
-                        rec = 2.0 * m
-                    d = ax - rec
-                    j = c0 + d * d + lam * _rate(rate, cls, m)
-                    ns = TRANSITION[s, m & 1]
-                    if j < new_cost[ns]:
-                        new_cost[ns] = j
-                        back_state[i, ns] = s
-                        back_level[i, ns] = -m if neg else m
-                        new_last[ns] = m
-            cost[:] = new_cost
-            last[:] = new_last
-        # backtrack from the best final state
-        s = 0
-        for t in range(1, 4):
-            if cost[t] < cost[s]:
-                s = t
+            sgn = -1 if x < 0 else 1
+            zero = ax * ax
+            me0, de0, mo0, do0 = _candidates(ax, False)
+            me1, de1, mo1, do1 = _candidates(ax, True)
+            q0 = scale[base + i] * NUM_RATE_CLASSES
+            q1 = q0 + NUM_SCALE_CLASSES * NUM_RATE_CLASSES
+            e0, k0, o0 = _from_state(c0, q0 + _cls(l0), rate, lam, zero, me0, de0, mo0, do0)
+            e1, k1, o1 = _from_state(c1, q0 + _cls(l1), rate, lam, zero, me0, de0, mo0, do0)
+            e2, k2, o2 = _from_state(c2, q1 + _cls(l2), rate, lam, zero, me1, de1, mo1, do1)
+            e3, k3, o3 = _from_state(c3, q1 + _cls(l3), rate, lam, zero, me1, de1, mo1, do1)
+            # predecessors (TRANSITION): 0 <- 0 even | 1 odd, 2 <- 0 odd | 1 even,
+            # 1 <- 2 even | 3 odd, 3 <- 2 odd | 3 even; the lower state wins a tie
+            t = o1 < e0
+            n0, m0 = (o1, mo0) if t else (e0, k0)
+            back[i, 0] = (sgn * m0) * 4 + (1 if t else 0)
+            t = e1 < o0
+            n2, m2 = (e1, k1) if t else (o0, mo0)
+            back[i, 2] = (sgn * m2) * 4 + (1 if t else 0)
+            t = o3 < e2
+            n1, m1 = (o3, mo1) if t else (e2, k2)
+            back[i, 1] = (sgn * m1) * 4 + (3 if t else 2)
+            t = e3 < o2
+            n3, m3 = (e3, k3) if t else (o2, mo1)
+            back[i, 3] = (sgn * m3) * 4 + (3 if t else 2)
+            c0, c1, c2, c3 = n0, n1, n2, n3
+            l0, l1, l2, l3 = m0, m1, m2, m3
+        s = 0  # backtrack from the cheapest final state (the lowest on a tie)
+        best = c0
+        for t_state, c in ((1, c1), (2, c2), (3, c3)):
+            if c < best:
+                s = t_state
+                best = c
         for i in range(rowlen - 1, -1, -1):
-            out[base + i] = back_level[i, s]
-            s = back_state[i, s]
+            v = back[i, s]
+            out[base + i] = v >> 2
+            s = v & 3
     return out
