@@ -287,15 +287,50 @@ def _grow(buf: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     return out
 
 
-#: bytes a level can add to the output at most, beyond the coder's pending bytes (< 100
-#: bins of at most 2 bytes each); the buffer is grown, when short, before every
-#: ROOM_LEVELS levels to hold that many (a check per level costs 5% of the coder)
-LEVEL_ROOM = 256
-ROOM_LEVELS = 64
+# The encoder binarizes levels into a queue of bins and range-codes the queue in one loop
+# (:func:`_code_bins`) whenever it fills. Why: numba reference-counts every array handed
+# to an inlined helper (an atomic increment and decrement per call), and coding each bin
+# through helpers that took the output buffer and the probability table spent 38% of the
+# encoder's time in those atomics. Now arrays cross a helper boundary once per flush; the
+# per-bin work reads and writes them in one body, with scalar-only helpers.
+#
+# A queued bin packs ``bit | (ctx + 1) << 1 | (ctx2 + 1) << 12``: ctx -1 is a bypass bin
+# (P(0) = 1/2, no model), ctx2 -1 a bin coded with one context (else the mean of two).
+
+#: bins the queue holds; it is coded whenever fewer than MAX_LEVEL_BINS + 1 places are left
+QUEUE_BINS = 1024
+#: the most bins one level takes: significance, sign, 16 greater-than flags, an
+#: exp-Golomb prefix of up to 31 ones and its zero, the suffix's leading bit, 30 bypass bits
+MAX_LEVEL_BINS = 2 + 16 + MAX_EG_PREFIX + 1 + 1 + 30
+FLUSH_AT = QUEUE_BINS - MAX_LEVEL_BINS - 1
+#: a bin moves the coder's output by at most 2 bytes (probabilities are >= 2**-15)
+BIN_ROOM = 2
 
 # The coder's state (low, range, cache, cache_size, pos) lives in local variables threaded
 # through these inlined helpers, not in an array: LLVM then keeps it in registers instead
 # of reloading it after every store to the probability table (13% faster, same bytes).
+
+
+@njit(cache=True, inline="always")
+def _bin(ctx: int, ctx2: int, bit: int) -> int:  # pragma: no cover - compiled
+    return bit | ((ctx + 1) << 1) | ((ctx2 + 1) << 12)
+
+
+@njit(cache=True, inline="always")
+def _adapted(p_fast: int, p_slow: int, count: int, bit: int, fs: int, ss: int) -> tuple[int, int, int]:  # pragma: no cover
+    """:func:`_adapt` on values: the model's two estimates and bin count after ``bit``."""
+    fast = fs
+    slow = ss
+    if count < MATURE:
+        lg = _LOG2[count + 1]
+        if 1 + lg < fast:
+            fast = 1 + lg
+        if 2 + lg < slow:
+            slow = 2 + lg
+        count += 1
+    p_fast = p_fast + ((PROB_ONE - p_fast) >> fast) if bit == 0 else p_fast - (p_fast >> fast)
+    p_slow = p_slow + ((PROB_ONE - p_slow) >> slow) if bit == 0 else p_slow - (p_slow >> slow)
+    return p_fast, p_slow, count
 
 
 @njit(cache=True, inline="always")
@@ -314,36 +349,48 @@ def _shift_low(low: int, cache: int, csize: int, pos: int, buf: np.ndarray) -> t
     return (low & 0x00FFFFFF) << 8, cache, csize + 1, pos
 
 
-@njit(cache=True, inline="always")
-def _enc_bit(
-    low: int, rng: int, cache: int, csize: int, pos: int, buf: np.ndarray, p0: int, bit: int
-) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
-    bound = (rng >> PROB_BITS) * p0
-    low = low + bound if bit == 1 else low
-    rng = rng - bound if bit == 1 else bound
-    while rng < TOP:
-        rng <<= 8
-        low, cache, csize, pos = _shift_low(low, cache, csize, pos, buf)
-    return low, rng, cache, csize, pos
-
-
-@njit(cache=True, inline="always")
-def _enc_ctx(
-    low: int, rng: int, cache: int, csize: int, pos: int, buf: np.ndarray, state: np.ndarray, ctx: int, bit: int, fs: int, ss: int
-) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
-    low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, buf, _prob(state, ctx), bit)
-    _adapt(state, ctx, bit, fs, ss)
-    return low, rng, cache, csize, pos
-
-
-@njit(cache=True, inline="always")
-def _enc_mix(
-    low: int, rng: int, cache: int, csize: int, pos: int, buf: np.ndarray, state: np.ndarray, ctx: int, ctx2: int, bit: int, fs: int, ss: int
-) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
-    low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, buf, _prob_mix(state, ctx, ctx2), bit)
-    _adapt(state, ctx, bit, fs, ss)
-    _adapt(state, ctx2, bit, fs, ss)
-    return low, rng, cache, csize, pos
+@njit(cache=True, nogil=True)
+def _code_bins(
+    low: int, rng: int, cache: int, csize: int, pos: int, buf: np.ndarray, state: np.ndarray, queue: np.ndarray, n: int, fs: int, ss: int
+) -> tuple[int, int, int, int, int, np.ndarray]:  # pragma: no cover - compiled
+    """Range-code the first ``n`` queued bins, adapting their models; ``buf`` is grown first
+    if it could run short. Returns the coder state and the (possibly new) buffer."""
+    while pos + csize + BIN_ROOM * n + 8 > buf.shape[0]:
+        buf = _grow(buf)
+    for j in range(n):
+        e = queue[j]
+        bit = e & 1
+        ctx = ((e >> 1) & 2047) - 1
+        ctx2 = (e >> 12) - 1
+        if ctx < 0:
+            p0 = HALF
+        elif ctx2 < 0:
+            p0 = (state[ctx, 0] + state[ctx, 1]) >> 1
+        else:
+            p0 = (((state[ctx, 0] + state[ctx, 1]) >> 1) + ((state[ctx2, 0] + state[ctx2, 1]) >> 1)) >> 1
+        bound = (rng >> PROB_BITS) * p0
+        low = low + bound if bit == 1 else low
+        rng = rng - bound if bit == 1 else bound
+        while rng < TOP:
+            rng <<= 8
+            if low < 0xFF000000 or low >= (1 << 32):  # _shift_low, written out: no array crosses a call per byte
+                carry = low >> 32
+                temp = cache
+                while True:
+                    buf[pos] = (temp + carry) & 0xFF
+                    pos += 1
+                    temp = 0xFF
+                    csize -= 1
+                    if csize == 0:
+                        break
+                cache = (low >> 24) & 0xFF
+            low = (low & 0x00FFFFFF) << 8
+            csize += 1
+        if ctx >= 0:
+            state[ctx, 0], state[ctx, 1], state[ctx, 2] = _adapted(state[ctx, 0], state[ctx, 1], state[ctx, 2], bit, fs, ss)
+            if ctx2 >= 0:
+                state[ctx2, 0], state[ctx2, 1], state[ctx2, 2] = _adapted(state[ctx2, 0], state[ctx2, 1], state[ctx2, 2], bit, fs, ss)
+    return low, rng, cache, csize, pos, buf
 
 
 @njit(cache=True, nogil=True)
@@ -357,8 +404,10 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
     cache = 0
     csize = 1
     pos = 0
-    buf = np.empty(max(4 * LEVEL_ROOM, (rows * rowlen) // 4), dtype=np.uint8)
-    low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, buf, HALF, profile)
+    buf = np.empty(max(1024, (rows * rowlen) // 4), dtype=np.uint8)
+    queue = np.empty(QUEUE_BINS, dtype=np.int64)
+    queue[0] = _bin(-1, -1, profile)  # the adaptation profile: one bypass bin before the first row
+    nq = 1
     state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
     fs = PROFILE_FAST[profile]
     ss = PROFILE_SLOW[profile]
@@ -375,9 +424,11 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
                 nonzero = 1
                 break
         skip = 1 - nonzero
-        while pos + csize + LEVEL_ROOM > buf.shape[0]:
-            buf = _grow(buf)
-        low, rng, cache, csize, pos = _enc_ctx(low, rng, cache, csize, pos, buf, state, CTX_SKIP + prev_skipped, nonzero, fs, ss)
+        if nq > FLUSH_AT:
+            low, rng, cache, csize, pos, buf = _code_bins(low, rng, cache, csize, pos, buf, state, queue, nq, fs, ss)
+            nq = 0
+        queue[nq] = _bin(CTX_SKIP + prev_skipped, -1, nonzero)
+        nq += 1
         prev_skipped = skip
         if skip == 1:
             for i in range(rowlen):
@@ -389,25 +440,27 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
         dqs = 0
         agree = 0
         for i in range(rowlen):
-            if i % ROOM_LEVELS == 0:
-                while pos + csize + ROOM_LEVELS * LEVEL_ROOM > buf.shape[0]:
-                    buf = _grow(buf)
+            if nq > FLUSH_AT:
+                low, rng, cache, csize, pos, buf = _code_bins(low, rng, cache, csize, pos, buf, state, queue, nq, fs, ss)
+                nq = 0
             q = levels[base + i]
             c = prev[i]
-            cc = _col_class(colact[i])
             m = q if q >= 0 else -q
             qz = 1 if dqs >= 2 else 0
-            low, rng, cache, csize, pos = _enc_mix(low, rng, cache, csize, pos, buf, state, _sig_ctx(a, b, cc, act) + 60 * qz, _sig2_ctx(qz, act, colact[i], a), 1 if m != 0 else 0, fs, ss)
+            queue[nq] = _bin(_sig_ctx(a, b, _col_class(colact[i]), act) + 60 * qz, _sig2_ctx(qz, act, colact[i], a), 1 if m != 0 else 0)
+            nq += 1
             if m != 0:
                 neg = 1 if q < 0 else 0
-                low, rng, cache, csize, pos = _enc_ctx(low, rng, cache, csize, pos, buf, state, _sign_ctx(sa, colsign[i], agree), neg, fs, ss)
+                queue[nq] = _bin(_sign_ctx(sa, colsign[i], agree), -1, neg)
+                nq += 1
                 agree = _agree_update(agree, colsign[i], neg)
                 g = CTX_GT + _gt_class(a, b, c)
                 kk = _act_class8(act)
                 k = 1
                 while k <= ngt:
                     flag = 1 if m > k else 0
-                    low, rng, cache, csize, pos = _enc_mix(low, rng, cache, csize, pos, buf, state, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i]), flag, fs, ss)
+                    queue[nq] = _bin(g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colact[i]), flag)
+                    nq += 1
                     if flag == 0:
                         break
                     k += 1
@@ -417,12 +470,16 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
                     while (v >> (n + 1)) != 0:
                         n += 1
                     for j in range(n):
-                        low, rng, cache, csize, pos = _enc_ctx(low, rng, cache, csize, pos, buf, state, _eg_ctx(eg_base, a, b, c, j), 1, fs, ss)
-                    low, rng, cache, csize, pos = _enc_ctx(low, rng, cache, csize, pos, buf, state, _eg_ctx(eg_base, a, b, c, n), 0, fs, ss)
+                        queue[nq] = _bin(_eg_ctx(eg_base, a, b, c, j), -1, 1)
+                        nq += 1
+                    queue[nq] = _bin(_eg_ctx(eg_base, a, b, c, n), -1, 0)
+                    nq += 1
                     if n > 0:
-                        low, rng, cache, csize, pos = _enc_ctx(low, rng, cache, csize, pos, buf, state, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1, fs, ss)
+                        queue[nq] = _bin(_sfx_ctx(eg_base, a, b, c, n), -1, (v >> (n - 1)) & 1)
+                        nq += 1
                     for j in range(n - 2, -1, -1):
-                        low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, buf, HALF, (v >> j) & 1)
+                        queue[nq] = _bin(-1, -1, (v >> j) & 1)
+                        nq += 1
             sa = 0 if q == 0 else (1 if q > 0 else 2)
             b = a
             a = m
@@ -432,10 +489,13 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
             if dq:
                 dqs = _dq_next(dqs, m & 1)
         _colsign_update(colsign, levels, base, rowlen, agree)
-    while pos + csize + LEVEL_ROOM > buf.shape[0]:
-        buf = _grow(buf)
+    if nq > FLUSH_AT:
+        low, rng, cache, csize, pos, buf = _code_bins(low, rng, cache, csize, pos, buf, state, queue, nq, fs, ss)
+        nq = 0
     for j in range(check - 1, -1, -1):
-        low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, buf, HALF, (CHECK_PATTERN >> j) & 1)
+        queue[nq] = _bin(-1, -1, (CHECK_PATTERN >> j) & 1)
+        nq += 1
+    low, rng, cache, csize, pos, buf = _code_bins(low, rng, cache, csize, pos, buf, state, queue, nq, fs, ss)
     # Flush: pick the value in [low, low + range) with the most trailing zero bits, emit it,
     # then drop the first byte (always 0) and every trailing zero byte (the decoder reads
     # zeros past the end), so a stream costs only the bytes its interval needs.
@@ -447,7 +507,7 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
             low = v
             break
         k -= 1
-    while pos + csize + LEVEL_ROOM > buf.shape[0]:
+    while pos + csize + 8 > buf.shape[0]:
         buf = _grow(buf)
     for _ in range(5):
         low, cache, csize, pos = _shift_low(low, cache, csize, pos, buf)
@@ -462,7 +522,7 @@ def encode(levels: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq:
 
 @njit(cache=True, inline="always")
 def _dec_bit(code: int, rng: int, pos: int, data: np.ndarray, p0: int) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
-    """One binary decision with P(0) = p0 / 2**PROB_BITS; mirror of :func:`_enc_bit`.
+    """One binary decision with P(0) = p0 / 2**PROB_BITS; mirror of the encoder's step in :func:`_code_bins`.
 
     Returns (bit, code, range, pos); bytes past the end of ``data`` read as zero.
     """

@@ -27,10 +27,16 @@ NUM_SCALE_CLASSES = 12
 
 
 @njit(cache=True, nogil=True)
-def scale_classes(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # pragma: no cover - compiled
-    """Per position, ``4 * row activity class + column activity class`` of the ctx coder
-    (spec/CONTEXT.md 2.3) if ``levels`` were coded: what the entropy coder will see there."""
-    out = np.zeros(rows * rowlen, dtype=np.int64)
+def rate_counts(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Counts of (quantizer, scale class, previous magnitude class, magnitude) over
+    ``levels`` (C order of those four axes), and each position's scale class, in one pass.
+
+    The scale class is ``4 * row activity class + column activity class`` of the ctx
+    coder (spec/CONTEXT.md 2.3) if ``levels`` were coded: what the entropy coder will see
+    there. Activities move only on coded rows (a skipped row leaves them as they were).
+    """
+    scale = np.empty(rows * rowlen, dtype=np.int64)
+    counts = np.zeros(2 * NUM_SCALE_CLASSES * NUM_RATE_CLASSES * MAX_RATE_LEVEL, dtype=np.int64)
     col = np.zeros(rowlen, dtype=np.int64)
     act = 0
     for r in range(rows):
@@ -40,37 +46,23 @@ def scale_classes(levels: np.ndarray, rows: int, rowlen: int) -> np.ndarray:  # 
             if levels[base + i] != 0:
                 coded = True
                 break
-        for i in range(rowlen):
-            ra = 0 if act < 16 else (1 if act < 128 else 2)
-            cv = col[i]
-            ca = 0 if cv < 24 else (1 if cv < 96 else (2 if cv < 320 else 3))
-            out[base + i] = ra * 4 + ca
-            if coded:
-                m = levels[base + i]
-                m = m if m >= 0 else -m
-                v = m if m < 15 else 15
-                col[i] += (256 * v - col[i]) >> 2
-                act += (256 * v - act) >> 4
-    return out
-
-
-@njit(cache=True, nogil=True)
-def rate_counts(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Counts of (quantizer, scale class, previous magnitude class, magnitude) over
-    ``levels`` in one pass (C order of those four axes), and the scale classes."""
-    scale = scale_classes(levels, rows, rowlen)
-    counts = np.zeros(2 * NUM_SCALE_CLASSES * NUM_RATE_CLASSES * MAX_RATE_LEVEL, dtype=np.int64)
-    for r in range(rows):
         s = 0
         prev = 0
         for i in range(rowlen):
-            k = levels[r * rowlen + i]
+            k = levels[base + i]
             m = k if k >= 0 else -k
+            cv = col[i]
+            sc = (0 if act < 16 else (4 if act < 128 else 8)) + (0 if cv < 24 else (1 if cv < 96 else (2 if cv < 320 else 3)))
+            scale[base + i] = sc
             pc = prev if prev < NUM_RATE_CLASSES - 1 else NUM_RATE_CLASSES - 1
             mm = m if m < MAX_RATE_LEVEL - 1 else MAX_RATE_LEVEL - 1
-            counts[(((s >> 1) * NUM_SCALE_CLASSES + scale[r * rowlen + i]) * NUM_RATE_CLASSES + pc) * MAX_RATE_LEVEL + mm] += 1
+            counts[(((s >> 1) * NUM_SCALE_CLASSES + sc) * NUM_RATE_CLASSES + pc) * MAX_RATE_LEVEL + mm] += 1
             s = TRANSITION[s, k & 1]
             prev = m
+            if coded:
+                v = m if m < 15 else 15
+                col[i] = cv + ((256 * v - cv) >> 2)
+                act += (256 * v - act) >> 4
     return counts, scale
 
 
