@@ -48,6 +48,7 @@ sys.path.insert(0, str(TOOLS))
 
 import workloads  # noqa: E402
 
+from nnupdate.codecs.presets import parse_codec  # noqa: E402
 from nnupdate.rate import step_for_max_rel_error  # noqa: E402
 from nnupdate.update import decode, diff, encode_with_report  # noqa: E402
 
@@ -266,16 +267,22 @@ def run(names: list[str], with_nncodec: bool) -> dict[str, Any]:
             print(_fmt(row), flush=True)
         item = max(w.items, key=lambda it: sum(v.size for v in it[1].values()))
         step = step_for_max_rel_error(list(_deltas(item).values()), 0.1)
-        enc, dec = speed(item, f"ctx:step={step}")
+        # ctx at the step and quantizer its rate control picks for 0.1 (what the table's row
+        # codes with), then RDOQ alone at a step of that size
+        chosen = encode_with_report(diff(*item), "ctx:max_rel_error=0.1").codec
+        enc, dec = speed(item, chosen)
+        enc_rdoq, dec_rdoq = speed(item, f"ctx:step={step},quant=rdoq")
         enc_fast, dec_fast = speed(item, f"ctx:step={step},quant=fast")
         enc_rc, _ = speed(item, "ctx:max_rel_error=0.1", repeats=1)
         enc_fast_rc, _ = speed(item, "ctx:max_rel_error=0.1,quant=fast")
         speeds[w.name] = {
+            "ctx_quant": getattr(parse_codec(chosen), "quant", "?"),
             "ctx_encode_MBps": enc, "ctx_decode_MBps": dec, "ctx_encode_with_rate_control_MBps": enc_rc,
+            "rdoq_encode_MBps": enc_rdoq, "rdoq_decode_MBps": dec_rdoq,
             "fast_encode_MBps": enc_fast, "fast_decode_MBps": dec_fast, "fast_encode_with_rate_control_MBps": enc_fast_rc,
             "nncodec_encode_MBps": nnc_speed[0], "nncodec_decode_MBps": nnc_speed[1],
         }  # fmt: skip
-        print(f"  speed {w.name}: " + ", ".join(f"{k}={v:.1f}" for k, v in speeds[w.name].items()), flush=True)
+        print(f"  speed {w.name}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in speeds[w.name].items()), flush=True)
     return {"rows": rows, "speed": speeds}
 
 

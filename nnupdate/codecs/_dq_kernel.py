@@ -78,16 +78,36 @@ def reconstruct(levels: np.ndarray, rows: int, rowlen: int, limit: int) -> tuple
             k = np.int64(levels[base + i])
             if k > limit or k < -limit:
                 return out, False
-            if s < 2:
-                out[base + i] = 2 * k
-            elif k > 0:
-                out[base + i] = 2 * k - 1
-            elif k < 0:
-                out[base + i] = 2 * k + 1
-            else:
-                out[base + i] = 0
+            # Q0 (states 0, 1): 2k; Q1 (states 2, 3): 2k - sgn(k); without a branch on k
+            out[base + i] = 2 * k - (s >> 1) * ((1 if k > 0 else 0) - (1 if k < 0 else 0))
             s = TRANSITION[s, k & 1]
     return out, True
+
+
+@njit(cache=True, nogil=True)
+def scaled_values(values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, float, bool]:  # pragma: no cover - compiled
+    """In one pass: ``values / step`` in binary64, the first pass's guess of the levels
+    (Q0 alone: ``rint(scaled / 2)``), the largest ``|scaled|``, and whether every value
+    is finite (the caller refuses the input if not)."""
+    n = values.shape[0]
+    scaled = np.empty(n, dtype=np.float64)
+    guess = np.empty(n, dtype=np.int64)
+    peak = 0.0
+    finite = True
+    for i in range(n):
+        v = np.float64(values[i])
+        if not np.isfinite(v):
+            finite = False
+            scaled[i] = 0.0
+            guess[i] = 0
+            continue
+        x = v / step
+        scaled[i] = x
+        ax = x if x >= 0 else -x
+        if ax > peak:
+            peak = ax
+        guess[i] = np.int64(np.rint(x / 2)) if ax < 4.0e18 else 0
+    return scaled, guess, peak, finite
 
 
 @njit(cache=True, inline="always")

@@ -51,16 +51,17 @@ def _rate_table(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray,
 
 def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: float, passes: int = 2) -> np.ndarray:
     """Trellis levels (int64, C order) for ``values`` at ``step``."""
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    if not np.isfinite(flat).all():
-        raise CodecError("dq: input holds NaN or infinity")
+    from ._dq_kernel import scaled_values
+
+    flat = np.ascontiguousarray(values).reshape(-1)
     if flat.size == 0:
         return np.zeros(0, dtype=np.int64)
-    if float(np.abs(flat).max()) / step > _LIMIT:
+    scaled, levels, peak, finite = scaled_values(flat, float(step))  # levels: Q0 alone, a first guess for the rates
+    if not finite:
+        raise CodecError("dq: input holds NaN or infinity")
+    if peak > _LIMIT:
         raise CodecError("dq: step too small, levels overflow")
     rows, rowlen = layout(shape)
-    scaled = flat / step
-    levels = np.rint(scaled / 2).astype(np.int64)  # Q0 alone: a first guess for the rates
     for _ in range(passes):
         rate, scale = _rate_table(levels, rows, rowlen)
         levels = _trellis(scaled, rows, rowlen, float(lam), rate, scale)
