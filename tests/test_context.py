@@ -159,7 +159,7 @@ def test_decoder_state_is_integer_only() -> None:
     from nnupdate.codecs import _context_kernel as kernel
 
     fresh = numba.njit(cache=False)(kernel.decode.py_func)  # cached overloads carry no type map
-    fresh(np.zeros(3, np.uint8), 1, 3, 4, 0, 1)
+    fresh(np.zeros(3, np.uint8), 1, 3, 4, 0, 1, np.empty(3, np.int64))
     for compiled in fresh.overloads.values():
         typemap = compiled.type_annotation.typemap  # type: ignore[attr-defined]
         types = {str(t) for t in typemap.values()}

@@ -557,13 +557,13 @@ def _dec_mix(
 
 
 @njit(cache=True, nogil=True)
-def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
-    """Levels and a status: 0 ok, 2 code >= range, 3 magnitude overflow, 4 trailing bytes, 5 check bits differ.
+def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: int, out: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Decode the levels into ``out`` (``rows * rowlen``, every element written when the
+    stream is sound); returns a status: 0 ok, 2 code >= range, 3 magnitude overflow,
+    4 trailing bytes, 5 check bits differ.
 
     Bytes past the end of ``data`` read as zero (the encoder drops trailing zero bytes).
     """
-    n = rows * rowlen
-    out = np.zeros(n, dtype=np.int64)
     size = data.shape[0]
     nctx = num_contexts_jit(ngt)
     eg_base = _eg_base(ngt)
@@ -574,7 +574,7 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
     rng = 0xFFFFFFFF
     pos = 4
     if code >= rng:
-        return out, 2
+        return 2
     profile, code, rng, pos = _dec_bit(code, rng, pos, data, HALF)  # adaptation profile: one bypass bin before the first row
     state = _init_state(nctx, PROFILE_FAST[profile], PROFILE_SLOW[profile])
     fs = PROFILE_FAST[profile]
@@ -592,6 +592,7 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
         if skip == 1:
             for i in range(rowlen):
                 prev[i] = 0
+                out[base + i] = 0
             continue
         a = 0
         b = 0
@@ -627,7 +628,7 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
                             break
                         nbits += 1
                         if nbits > MAX_EG_PREFIX:
-                            return out, 3
+                            return 3
                     v = 1
                     if nbits > 0:
                         bit, code, rng, pos = _dec_ctx(code, rng, pos, data, state, _sfx_ctx(eg_base, a, b, c, nbits), fs, ss)
@@ -637,10 +638,10 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
                         v = (v << 1) | bit
                     m = ngt + v
                     if m > MAX_MAGNITUDE:
-                        return out, 3
+                        return 3
                 q = -m if neg == 1 else m
             if code >= rng:  # a sound stream keeps code < range; garbage is refused here
-                return out, 2
+                return 2
             out[base + i] = q
             sa = 0 if q == 0 else (1 if q > 0 else 2)
             b = a
@@ -656,10 +657,10 @@ def decode(data: np.ndarray, rows: int, rowlen: int, ngt: int, check: int, dq: i
         bit, code, rng, pos = _dec_bit(code, rng, pos, data, HALF)
         got = (got << 1) | bit
     if got != (CHECK_PATTERN & ((1 << check) - 1)):
-        return out, 5
+        return 5
     if size > pos or (size > 0 and data[size - 1] == 0):
-        return out, 4
-    return out, 0
+        return 4
+    return 0
 
 
 # ----------------------------------------------------------------------------- RD quantizer (encoder only)
@@ -786,8 +787,8 @@ def _copy(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compi
 
 
 @njit(cache=True, nogil=True)
-def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table: np.ndarray, look: int = 1) -> np.ndarray:  # pragma: no cover
-    """Levels minimising (x - q)^2 + lam * bits, greedily in scan order under the live model.
+def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table: np.ndarray, out: np.ndarray, look: int = 1) -> None:  # pragma: no cover
+    """Levels (into ``out``) minimising (x - q)^2 + lam * bits, greedily in scan order under the live model.
 
     ``scaled`` is x / step. Candidates per value: nearest, one closer to zero, and zero.
     Per row, the all-zero row (skip flag) is chosen when it costs less than the row coded.
@@ -799,7 +800,6 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
     fs = SHIFT_FAST
     ss = SHIFT_SLOW
     saved = state.copy()
-    out = np.zeros(rows * rowlen, dtype=np.int64)
     prev = np.zeros(rowlen, dtype=np.int64)
     colact = np.zeros(rowlen, dtype=np.int64)
     colsign = np.zeros(rowlen, dtype=np.int64)
@@ -873,5 +873,3 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
         else:
             _colsign_update(colsign, out, base, rowlen, agree)
             prev_skipped = 0
-    return out
-

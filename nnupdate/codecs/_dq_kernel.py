@@ -35,7 +35,7 @@ def rate_counts(levels: np.ndarray, rows: int, rowlen: int) -> tuple[np.ndarray,
     coder (spec/CONTEXT.md 2.3) if ``levels`` were coded: what the entropy coder will see
     there. Activities move only on coded rows (a skipped row leaves them as they were).
     """
-    scale = np.empty(rows * rowlen, dtype=np.int64)
+    scale = np.empty(rows * rowlen, dtype=np.int8)  # 12 classes: a byte per position
     counts = np.zeros(2 * NUM_SCALE_CLASSES * NUM_RATE_CLASSES * MAX_RATE_LEVEL, dtype=np.int64)
     col = np.zeros(rowlen, dtype=np.int64)
     act = 0
@@ -168,13 +168,14 @@ def _from_state(
 
 
 @njit(cache=True, nogil=True)
-def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray) -> np.ndarray:  # pragma: no cover
+def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """Levels minimising sum (x/d - rec)^2 + lam * rate along each row (Viterbi, 4 states).
 
     ``rate[c, m]`` is the estimated bits of a level of magnitude ``m`` (sign included for
     m > 0) in rate class ``c``: quantizer x scale class of the position (``scale``, from
     the previous pass) x class of the previous magnitude; each survivor carries its own
-    previous level, so the estimate follows the path.
+    previous level, so the estimate follows the path. The levels go to ``out`` (every
+    element is written).
 
     Why it is written out state by state: each next state has exactly two predecessors
     (TRANSITION), each offering one level of the right parity, so a step is four
@@ -182,7 +183,6 @@ def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.nda
     branches through arrays (twice as fast, same levels). Survivor costs and previous
     magnitudes stay in registers; the back pointers pack ``level * 4 + previous state``.
     """
-    out = np.zeros(rows * rowlen, dtype=np.int64)
     back = np.empty((rowlen, 4), dtype=np.int64)
     inf = 1e300  # unreachable: the row starts in state 0; inf + anything finite stays inf
     for r in range(rows):
@@ -228,4 +228,3 @@ def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.nda
             v = back[i, s]
             out[base + i] = v >> 2
             s = v & 3
-    return out

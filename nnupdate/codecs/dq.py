@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import CodecError
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import joined_segments, layout, segment_size, segments
+from .context import filled_segments, layout, segment_size, segments
 from .uniform import check_step, reconstruct
 
 _LIMIT = (1 << 30) - 1
@@ -64,20 +64,21 @@ def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: floa
     rows, rowlen = layout(shape)
     for _ in range(passes):
         rate, scale = _rate_table(levels, rows, rowlen)
-        levels = _trellis(scaled, rows, rowlen, float(lam), rate, scale)
+        _trellis(scaled, rows, rowlen, float(lam), rate, scale, levels)  # the pass's levels replace the last
     return levels
 
 
-def _trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The trellis over every row; rows are independent (each starts in state 0), so the
-    ctx coder's segments of whole rows run on threads with the same result (a single row
-    is never cut for dq levels: its state runs through it)."""
+def _trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """The trellis over every row, into ``out``; rows are independent (each starts in
+    state 0), so the ctx coder's segments of whole rows run on threads with the same
+    result (a single row is never cut for dq levels: its state runs through it)."""
     from . import _dq_kernel
 
-    def one(start: int, n: int, length: int) -> np.ndarray:
-        return _dq_kernel.trellis(scaled[start : start + n * length], n, length, lam, rate, scale[start : start + n * length])
+    def one(start: int, n: int, length: int, part: np.ndarray) -> None:
+        end = start + n * length
+        _dq_kernel.trellis(scaled[start:end], n, length, lam, rate, scale[start:end], part)
 
-    return joined_segments(one, segments(rows, rowlen, segment_size(rows, rowlen, dq=1)))
+    filled_segments(one, segments(rows, rowlen, segment_size(rows, rowlen, dq=1)), out)
 
 
 def dq_reconstruct(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

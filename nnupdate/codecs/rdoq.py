@@ -32,7 +32,7 @@ from ..errors import CodecError, InputError
 from ..format import Combine
 from . import transform
 from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
-from .context import Context, joined_segments, layout, segment_size, segments
+from .context import Context, filled_segments, layout, segment_size, segments
 from .presets import Codec, Plan, register_codec
 from .uniform import check_step, quantize, reconstruct
 
@@ -70,10 +70,10 @@ def rdoq_levels(
     rows, rowlen = layout(shape)
     scaled = flat / step
 
-    def one(start: int, n: int, length: int) -> np.ndarray:  # the coder's segments: its model restarts there too
-        return _context_kernel.rdoq(scaled[start : start + n * length], n, length, ngt, float(lam), _cost_table())
+    def one(start: int, n: int, length: int, out: np.ndarray) -> None:  # the coder's segments: its model restarts there too
+        _context_kernel.rdoq(scaled[start : start + n * length], n, length, ngt, float(lam), _cost_table(), out)
 
-    return joined_segments(one, segments(rows, rowlen, segment_size(rows, rowlen)))
+    return filled_segments(one, segments(rows, rowlen, segment_size(rows, rowlen)), np.empty(rows * rowlen, dtype=np.int64))
 
 
 #: levels above this share the static model's last rate step (the tail is rare and flat)
