@@ -91,6 +91,19 @@ def test_single_nonzero_and_huge_magnitudes() -> None:
     _roundtrip(np.array([BIG, -BIG, 0, 1, -1, BIG], np.int64))
 
 
+def test_levels_of_the_most_bins_fill_the_bin_queue_inside_rows() -> None:
+    # +-(2**31 - 1) with 16 greater-than flags is the most bins a level takes (79), so the
+    # encoder's bin queue is coded in the middle of rows, at a different offset each time,
+    # with 32 check bits queued behind the last level; mixed with zero and skipped rows
+    magnitudes = np.where(np.arange(37 * 29) % 5 == 0, 0, BIG).reshape(37, 29)
+    signs = np.where(np.arange(37 * 29) % 3 == 0, -1, 1).reshape(37, 29)
+    q = (magnitudes * signs).astype(np.int64)
+    q[[4, 5, 20]] = 0
+    for dq in (0, 1):
+        data = _roundtrip(q, Context(ngt=16, check=32, dq=dq))
+        assert len(data) > 4 * np.count_nonzero(q)
+
+
 def test_output_far_beyond_the_first_buffer_guess_round_trips() -> None:
     # ~40 bits per level against a first buffer of 2 bits per level: the encoder grows its
     # buffer several times, between levels, with carries pending across the growth
