@@ -290,9 +290,10 @@ def _grow(buf: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
 # The encoder binarizes levels into a queue of bins and range-codes the queue in one loop
 # (:func:`_code_bins`) whenever it fills. Why: numba reference-counts every array handed
 # to an inlined helper (an atomic increment and decrement per call), and coding each bin
-# through helpers that took the output buffer and the probability table spent 38% of the
-# encoder's time in those atomics. Now arrays cross a helper boundary once per flush; the
-# per-bin work reads and writes them in one body, with scalar-only helpers.
+# through helpers that took the output buffer and the probability table made those
+# atomics the encoder's hottest instructions (perf). Now the per-bin work reads and writes
+# the table in one body with scalar-only helpers; the buffer goes to a helper only per
+# byte written (a third of a byte per level at 3 bits), the rest once per flush.
 #
 # A queued bin packs ``bit | (ctx + 1) << 1 | (ctx2 + 1) << 12``: ctx -1 is a bypass bin
 # (P(0) = 1/2, no model), ctx2 -1 a bin coded with one context (else the mean of two).
@@ -373,19 +374,7 @@ def _code_bins(
         rng = rng - bound if bit == 1 else bound
         while rng < TOP:
             rng <<= 8
-            if low < 0xFF000000 or low >= (1 << 32):  # _shift_low, written out: no array crosses a call per byte
-                carry = low >> 32
-                temp = cache
-                while True:
-                    buf[pos] = (temp + carry) & 0xFF
-                    pos += 1
-                    temp = 0xFF
-                    csize -= 1
-                    if csize == 0:
-                        break
-                cache = (low >> 24) & 0xFF
-            low = (low & 0x00FFFFFF) << 8
-            csize += 1
+            low, cache, csize, pos = _shift_low(low, cache, csize, pos, buf)
         if ctx >= 0:
             state[ctx, 0], state[ctx, 1], state[ctx, 2] = _adapted(state[ctx, 0], state[ctx, 1], state[ctx, 2], bit, fs, ss)
             if ctx2 >= 0:

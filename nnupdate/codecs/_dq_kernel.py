@@ -167,6 +167,15 @@ def _from_state(
     return (je if even else jz), (me if even else 0), jo
 
 
+@njit(cache=True, inline="always")
+def _arrival(ja: float, ma: int, sa: int, jb: float, mb: int, sb: int, sgn: int) -> tuple[float, int, int]:  # pragma: no cover
+    """The cheaper of a state's two arrivals (cost ``j``, magnitude ``m`` from state ``s``),
+    the lower state on a tie: its cost, magnitude and back pointer ``level * 4 + s``."""
+    t = jb < ja  # selects, not a branch: the comparison is unpredictable
+    m = mb if t else ma
+    return (jb if t else ja), m, (sgn * m) * 4 + (sb if t else sa)
+
+
 @njit(cache=True, nogil=True)
 def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """Levels minimising sum (x/d - rec)^2 + lam * rate along each row (Viterbi, 4 states).
@@ -203,21 +212,12 @@ def trellis(scaled: np.ndarray, rows: int, rowlen: int, lam: float, rate: np.nda
             e2, k2, o2 = _from_state(c2, q1 + _cls(l2), rate, lam, zero, me1, de1, mo1, do1)
             e3, k3, o3 = _from_state(c3, q1 + _cls(l3), rate, lam, zero, me1, de1, mo1, do1)
             # predecessors (TRANSITION): 0 <- 0 even | 1 odd, 2 <- 0 odd | 1 even,
-            # 1 <- 2 even | 3 odd, 3 <- 2 odd | 3 even; the lower state wins a tie
-            t = o1 < e0
-            n0, m0 = (o1, mo0) if t else (e0, k0)
-            back[i, 0] = (sgn * m0) * 4 + (1 if t else 0)
-            t = e1 < o0
-            n2, m2 = (e1, k1) if t else (o0, mo0)
-            back[i, 2] = (sgn * m2) * 4 + (1 if t else 0)
-            t = o3 < e2
-            n1, m1 = (o3, mo1) if t else (e2, k2)
-            back[i, 1] = (sgn * m1) * 4 + (3 if t else 2)
-            t = e3 < o2
-            n3, m3 = (e3, k3) if t else (o2, mo1)
-            back[i, 3] = (sgn * m3) * 4 + (3 if t else 2)
-            c0, c1, c2, c3 = n0, n1, n2, n3
-            l0, l1, l2, l3 = m0, m1, m2, m3
+            # 1 <- 2 even | 3 odd, 3 <- 2 odd | 3 even
+            c0, l0, b0 = _arrival(e0, k0, 0, o1, mo0, 1, sgn)
+            c2, l2, b2 = _arrival(o0, mo0, 0, e1, k1, 1, sgn)
+            c1, l1, b1 = _arrival(e2, k2, 2, o3, mo1, 3, sgn)
+            c3, l3, b3 = _arrival(o2, mo1, 2, e3, k3, 3, sgn)
+            back[i, 0], back[i, 1], back[i, 2], back[i, 3] = b0, b1, b2, b3
         s = 0  # backtrack from the cheapest final state (the lowest on a tie)
         best = c0
         for t_state, c in ((1, c1), (2, c2), (3, c3)):
