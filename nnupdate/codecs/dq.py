@@ -54,6 +54,8 @@ def dq_levels(values: np.ndarray, shape: tuple[int, ...], step: float, lam: floa
     from ._dq_kernel import scaled_values
 
     flat = np.ascontiguousarray(values).reshape(-1)
+    if flat.dtype not in (np.float32, np.float64):  # the kernel reads binary32/64; others convert (bfloat16, ints)
+        flat = flat.astype(np.float64)
     if flat.size == 0:
         return np.zeros(0, dtype=np.int64)
     scaled, levels, peak, finite = scaled_values(flat, float(step))  # levels: Q0 alone, a first guess for the rates
