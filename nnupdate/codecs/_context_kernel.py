@@ -672,25 +672,10 @@ def _cost_mix(state: np.ndarray, table: np.ndarray, ctx: int, ctx2: int, bit: in
 
 
 @njit(cache=True, inline="always")
-def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int) -> float:  # pragma: no cover
-    """Bits of magnitude ``m`` (sign ``neg``) in the current state; ``sg`` is the sign context."""
-    ctx = _sig_ctx(a, b, cc, act)
-    ctx2 = _sig2_ctx(0, act, colv, a)
-    if m == 0:
-        return _cost_mix(state, table, ctx, ctx2, 0)
-    bits = _cost_mix(state, table, ctx, ctx2, 1) + _cost(state, table, sg, neg)
-    g = CTX_GT + _gt_class(a, b, c)
-    gt2 = _gt2_base(ngt)
-    kk = _act_class8(act)
-    k = 1
-    while k <= ngt:
-        flag = 1 if m > k else 0
-        bits += _cost_mix(state, table, g + (k - 1) * NUM_GT_CLASSES, _gt2_ctx(gt2, k, kk, colv), flag)
-        if flag == 0:
-            return bits
-        k += 1
+def _eg_cost(state: np.ndarray, table: np.ndarray, bits: float, v: int, a: int, b: int, c: int, ngt: int) -> float:  # pragma: no cover
+    """``bits`` plus the cost of the exp-Golomb remainder ``v`` = m - ngt (>= 1): prefix
+    bins, the suffix's leading bit, then one bit per bypass bin."""
     eg_base = _eg_base(ngt)
-    v = m - ngt
     n = 0
     while (v >> (n + 1)) != 0:
         n += 1
@@ -700,6 +685,45 @@ def _level_cost(state: np.ndarray, table: np.ndarray, m: int, neg: int, a: int, 
     if n == 0:
         return bits
     return bits + _cost(state, table, _sfx_ctx(eg_base, a, b, c, n), (v >> (n - 1)) & 1) + (n - 1)
+
+
+@njit(cache=True, inline="always")
+def _candidate_costs(
+    state: np.ndarray, table: np.ndarray, lo: int, mn: int, neg: int, a: int, b: int, c: int, cc: int, act: int, sg: int, colv: int, ngt: int
+) -> tuple[float, float, float]:  # pragma: no cover
+    """Bits, in the current state, of the zero level and of magnitudes ``lo`` and ``mn``
+    (``lo`` = ``mn`` or ``mn`` - 1; none when ``mn`` = 0; ``sg`` is the sign context).
+
+    One walk prices all three: they share the significance contexts and every
+    greater-than flag below ``lo`` (a walk per candidate cost RDOQ 9% more). Each level's
+    bins are summed in coding order (significance, sign, flags, remainder)."""
+    ctx = _sig_ctx(a, b, cc, act)
+    ctx2 = _sig2_ctx(0, act, colv, a)
+    zero = _cost_mix(state, table, ctx, ctx2, 0)
+    if mn == 0:
+        return zero, 0.0, 0.0
+    bits = _cost_mix(state, table, ctx, ctx2, 1) + _cost(state, table, sg, neg)
+    g = CTX_GT + _gt_class(a, b, c)
+    gt2 = _gt2_base(ngt)
+    kk = _act_class8(act)
+    low = -1.0
+    high = -1.0
+    k = 1
+    while k <= ngt:
+        gctx = g + (k - 1) * NUM_GT_CLASSES
+        g2ctx = _gt2_ctx(gt2, k, kk, colv)
+        if k == lo and lo < mn:  # lo's last flag; mn goes on
+            low = bits + _cost_mix(state, table, gctx, g2ctx, 0)
+        if k == mn:
+            high = bits + _cost_mix(state, table, gctx, g2ctx, 0)
+            break
+        bits += _cost_mix(state, table, gctx, g2ctx, 1)
+        k += 1
+    if high < 0.0:  # mn > ngt: its remainder follows all ngt flags set, and so may lo's
+        high = _eg_cost(state, table, bits, mn - ngt, a, b, c, ngt)
+        if lo < mn and low < 0.0:
+            low = _eg_cost(state, table, bits, lo - ngt, a, b, c, ngt)
+    return zero, (high if lo == mn else low), high
 
 
 @njit(cache=True, inline="always")
@@ -756,11 +780,12 @@ def _next_best(state: np.ndarray, table: np.ndarray, x: float, m: int, neg: int,
     sa2 = 0 if m == 0 else (2 if neg == 1 else 1)
     sg = _sign_ctx(sa2, colsign, agree)
     cc = _col_class(colv)
-    best = ax * ax + lam * _level_cost(state, table, 0, nneg, m, a, c, cc, act2, sg, colv, ngt)
     lo, mn = _nonzero_candidates(ax)
+    zero, low, high = _candidate_costs(state, table, lo, mn, nneg, m, a, c, cc, act2, sg, colv, ngt)
+    best = ax * ax + lam * zero
     for k in range(lo, mn + 1):
         d = ax - k
-        j = d * d + lam * _level_cost(state, table, k, nneg, m, a, c, cc, act2, sg, colv, ngt)
+        j = d * d + lam * (high if k == mn else low)
         if j < best:
             best = j
     return best
@@ -820,14 +845,15 @@ def rdoq(scaled: np.ndarray, rows: int, rowlen: int, ngt: int, lam: float, table
             sg = _sign_ctx(sa, colsign[i], agree)
             lo, mn = _nonzero_candidates(ax)
             best_m = 0
-            best = ax * ax + lam * _level_cost(state, table, 0, neg, a, b, c, cc, act, sg, colv, ngt)
+            zero, low, high = _candidate_costs(state, table, lo, mn, neg, a, b, c, cc, act, sg, colv, ngt)
+            best = ax * ax + lam * zero
             ahead = look == 1 and i + 1 < rowlen and mn == 1  # zero or one: the choice that moves the next contexts most
             total = best
             if ahead:
                 total += _next_best(state, table, scaled[base + i + 1], 0, neg, a, prev[i + 1], colact[i + 1], act, colsign[i + 1], agree, ngt, lam)
             for m in range(lo, mn + 1):
                 d = ax - m
-                j = d * d + lam * _level_cost(state, table, m, neg, a, b, c, cc, act, sg, colv, ngt)
+                j = d * d + lam * (high if m == mn else low)
                 t = j
                 if ahead:
                     ag2 = _agree_update(agree, colsign[i], neg)
