@@ -106,7 +106,7 @@ def scaled_values(values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarr
         ax = x if x >= 0 else -x
         if ax > peak:
             peak = ax
-        guess[i] = np.int64(np.rint(x / 2)) if ax < 4.0e18 else 0
+        guess[i] = np.int64(np.rint(x / 2)) if ax < 4.0e18 else 0  # past int64: the caller refuses the step
     return scaled, guess, peak, finite
 
 
