@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnupdate.errors import FormatError, LimitError, UnsupportedError
-from nnupdate.format import Combine, Member, Role, StageRecord, TensorRecord, schema
+from nnupdate.format import Combine, Member, Role, StageRecord, TensorRecord, bodies, schema
 from nnupdate.format import container as c
 from nnupdate.format.constants import DEFAULT_LIMITS, Limits
 
@@ -102,6 +102,17 @@ def test_group_reader_matches_construct(members, combine, stage_list, payload) -
         except FormatError:
             continue
         raise AssertionError(f"a TGRP body cut at {cut} was accepted")
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=200), roles, st.lists(st.integers(0, 2**40), max_size=6).map(tuple)), max_size=8),
+       st.integers(0, 255))
+def test_hand_packed_group_table_is_the_bytes_construct_builds(members, dtype) -> None:  # type: ignore[no-untyped-def]
+    rows = [(name, int(role), shape) for name, role, shape in members]
+    expected = schema.GroupTable.build(
+        {"count": len(rows), "dtype": dtype, "members": [{"name": n, "role": r, "ndim": len(s), "shape": list(s)} for n, r, s in rows]}
+    )
+    assert bodies.group_table(dtype, rows) == expected
 
 
 def test_group_shape_stacks_rows_of_one_length_only() -> None:

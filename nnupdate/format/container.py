@@ -175,15 +175,7 @@ def _group_table(record: TensorRecord) -> tuple[int, bytes]:
     dtype_codes = {dtypes.code_of(m.dtype) for m in record.members}
     if len(dtype_codes) != 1:
         raise InputError("TGRP members must share one element type")
-    plain = _compiled(schema.GroupTable).build(
-        {
-            "count": len(record.members),
-            "dtype": dtype_codes.pop(),
-            "members": [
-                {"name": m.name, "role": int(m.role), "ndim": len(m.shape), "shape": list(m.shape)} for m in record.members
-            ],
-        }
-    )
+    plain = bodies.group_table(dtype_codes.pop(), [(m.name, int(m.role), m.shape) for m in record.members])
     packed = zstandard.ZstdCompressor(level=19, write_content_size=True, write_checksum=False).compress(plain)
     return (schema.TABLE_ZSTD, packed) if len(packed) < len(plain) else (schema.TABLE_PLAIN, plain)
 
