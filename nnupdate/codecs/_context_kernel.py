@@ -139,26 +139,29 @@ def _prob_mix(state: np.ndarray, ctx: int, ctx2: int) -> int:  # pragma: no cove
 
 
 @njit(cache=True, inline="always")
-def _adapt(state: np.ndarray, ctx: int, bit: int, fs: int, ss: int) -> None:  # pragma: no cover - compiled
-    """Variable-rate update: shifts 1 + L and 2 + L (L = floor(log2(count + 1))), capped by
-    the profile's (fast, slow) shifts, so a young context learns at once and a mature one
-    averages over a long window."""
+def _adapted(p_fast: int, p_slow: int, count: int, bit: int, fs: int, ss: int) -> tuple[int, int, int]:  # pragma: no cover
+    """A context's two estimates and bin count after ``bit``: variable-rate shifts 1 + L and
+    2 + L (L = floor(log2(count + 1))), capped by the profile's (fast, slow) shifts, so a
+    young context learns at once and a mature one averages over a long window."""
     fast = fs
     slow = ss
-    n = state[ctx, 2]
-    if n < MATURE:  # from MATURE bins on, 1 + lg >= 6 and 2 + lg >= 7 exceed every profile's shifts
-        lg = _LOG2[n + 1]
+    if count < MATURE:
+        lg = _LOG2[count + 1]
         if 1 + lg < fast:
             fast = 1 + lg
         if 2 + lg < slow:
             slow = 2 + lg
-        state[ctx, 2] = n + 1
-    # both outcomes computed, one selected: compiles to conditional moves, not a branch
-    # on the (unpredictable) bin
-    a = state[ctx, 0]
-    b = state[ctx, 1]
-    state[ctx, 0] = a + ((PROB_ONE - a) >> fast) if bit == 0 else a - (a >> fast)
-    state[ctx, 1] = b + ((PROB_ONE - b) >> slow) if bit == 0 else b - (b >> slow)
+        count += 1
+    # both outcomes computed, one selected: conditional moves, not a branch on the bin
+    p_fast = p_fast + ((PROB_ONE - p_fast) >> fast) if bit == 0 else p_fast - (p_fast >> fast)
+    p_slow = p_slow + ((PROB_ONE - p_slow) >> slow) if bit == 0 else p_slow - (p_slow >> slow)
+    return p_fast, p_slow, count
+
+
+@njit(cache=True, inline="always")
+def _adapt(state: np.ndarray, ctx: int, bit: int, fs: int, ss: int) -> None:  # pragma: no cover - compiled
+    """Update context ``ctx`` of ``state`` after ``bit`` (:func:`_adapted` on its row)."""
+    state[ctx, 0], state[ctx, 1], state[ctx, 2] = _adapted(state[ctx, 0], state[ctx, 1], state[ctx, 2], bit, fs, ss)
 
 
 @njit(cache=True, inline="always")
@@ -315,23 +318,6 @@ BIN_ROOM = 2
 @njit(cache=True, inline="always")
 def _bin(ctx: int, ctx2: int, bit: int) -> int:  # pragma: no cover - compiled
     return bit | ((ctx + 1) << 1) | ((ctx2 + 1) << 12)
-
-
-@njit(cache=True, inline="always")
-def _adapted(p_fast: int, p_slow: int, count: int, bit: int, fs: int, ss: int) -> tuple[int, int, int]:  # pragma: no cover
-    """:func:`_adapt` on values: the model's two estimates and bin count after ``bit``."""
-    fast = fs
-    slow = ss
-    if count < MATURE:
-        lg = _LOG2[count + 1]
-        if 1 + lg < fast:
-            fast = 1 + lg
-        if 2 + lg < slow:
-            slow = 2 + lg
-        count += 1
-    p_fast = p_fast + ((PROB_ONE - p_fast) >> fast) if bit == 0 else p_fast - (p_fast >> fast)
-    p_slow = p_slow + ((PROB_ONE - p_slow) >> slow) if bit == 0 else p_slow - (p_slow >> slow)
-    return p_fast, p_slow, count
 
 
 @njit(cache=True, inline="always")
