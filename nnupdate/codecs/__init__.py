@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (registration side effects)
     elias,
     golomb,
     lowrank,
+    lpc,
     m22,
     qsgd,
     rans,

@@ -85,13 +85,21 @@ def run_array_stages(stages: Sequence[ArrayToArray], values: np.ndarray, spec: A
 
 
 def run_tail(tail: Sequence[Stage], values: np.ndarray, spec: ArraySpec) -> tuple[bytes, list[Stage]]:
-    """Encode through the array→bytes stage and the bytes→bytes stages after it."""
-    serializer, *byte_stages = tail
+    """Encode through the tail's lossless array→array stages (a predictor), its array→bytes
+    stage and the bytes→bytes stages after it."""
+    resolved: list[Stage] = []
+    stages = list(tail)
+    while isinstance(stages[0], ArrayToArray):
+        stage = stages.pop(0)
+        values, done_a = stage.encode(values, spec)
+        spec = stage.encoded_spec(spec)
+        resolved.append(done_a)
+    serializer, *byte_stages = stages
     assert isinstance(serializer, ArrayToBytes)
     if dtypes.is_float(spec.dtype) and values.dtype != np.float64:
         values = dtypes.to_float64(values, spec.dtype)
     data, done = serializer.encode(values, spec)
-    resolved: list[Stage] = [done]
+    resolved.append(done)
     for stage in byte_stages:
         assert isinstance(stage, BytesToBytes)
         data, done_b = stage.encode(data)

@@ -31,13 +31,14 @@ from .. import parallel, progress
 from ..errors import CodecError, InputError
 from ..format import Combine
 from . import transform
-from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, register
+from .base import ENCODER_ONLY, ArraySpec, ArrayToArray, Stage, register
 from .context import Context, filled_segments, layout, segment_size, segments
 from .presets import Codec, Plan, register_codec
 from .uniform import check_step, quantize, reconstruct
 
 if TYPE_CHECKING:
     from ..update import EncodeReport, TensorChange, Update
+    from .lpc import LinearPrediction
 
 
 @lru_cache(maxsize=1)
@@ -225,12 +226,18 @@ class CtxCodec(Codec):
     #: <= 8 taps, two header bytes), ``klt`` (the kernels' own eigenbasis, sent in the
     #: header; any kernel of 2 to 64 taps) or ``none`` (tap by tap)
     transform: str = "dct"
+    #: 1: also code each matrix's levels through the ``lpc`` predictor (rows predicted from
+    #: the rows before, spec/CONTEXT.md §7) and keep it where the bytes are fewer; 0: never
+    #: (faster). ``quant=fast`` never tries it
+    pred: int = 1
 
     def __post_init__(self) -> None:
         if self.quant not in ("rdoq", "dq", "auto", "fast"):
             raise ValueError("quant must be rdoq, dq, auto or fast")
         if self.transform not in ("dct", "klt", "none"):
             raise ValueError("transform must be dct, klt or none")
+        if self.pred not in (0, 1):
+            raise ValueError("pred must be 0 or 1")
         if self.step < 0 or self.target_bits < 0 or (self.lam < 0 and self.lam != -1.0) or not 0 < self.max_rel_error < 1:
             raise ValueError("step, target_bits must be >= 0, lam >= 0 or -1 (automatic), max_rel_error in (0, 1)")
         Context(self.ngt, self.check)  # validates ngt and check
@@ -325,13 +332,20 @@ class CtxCodec(Codec):
         if self.quant == "auto":
             raise InputError("ctx: quant=auto is resolved by prepare()")
         kernel = self.kernel_params(change)
+        quantizer: ArrayToArray
         if self.quant == "dq":
             from .dq import DependentQuantizer
 
-            dq = DependentQuantizer(self.step, self.dq_lam, **kernel)
-            return Plan(Combine.ADD, (dq,), ((Context(self.ngt, self.check, 1),),))
-        rdoq = RdoqQuantizer(self.step, self.resolved_lam(), self.ngt, int(self.quant == "fast"), **kernel)
-        return Plan(Combine.ADD, (rdoq,), ((Context(self.ngt, self.check),),))
+            quantizer = DependentQuantizer(self.step, self.dq_lam, **kernel)
+        else:
+            quantizer = RdoqQuantizer(self.step, self.resolved_lam(), self.ngt, int(self.quant == "fast"), **kernel)
+        coder = Context(self.ngt, self.check, int(self.quant == "dq"))
+        tails: tuple[tuple[Stage, ...], ...] = ((coder,),)
+        if self.pred and self.quant != "fast" and not kernel:
+            predictor = _predictor(change, quantizer.encoded_spec(ArraySpec(change.shape, "float32")).shape)
+            if predictor is not None:
+                tails += ((predictor, coder),)
+        return Plan(Combine.ADD, (quantizer,), tails)
 
     def kernel_params(self, change: TensorChange, step: float = 0.0) -> dict[str, Any]:
         """The quantizer's kernel-transform parameters for ``change`` at ``step`` (default: the
@@ -376,6 +390,23 @@ class CtxCodec(Codec):
                 shape = transform.coefficient_shape(change.shape, kernel.taps)
                 out.append(transform.forward(data, change.shape, kernel).reshape(shape))
         return out
+
+
+def _predictor(change: TensorChange, level_shape: tuple[int, ...]) -> LinearPrediction | None:
+    """The ``lpc`` stage for ``change``'s levels, or None when they have too few rows to
+    learn from. A stacked group restarts it at each member: members are different layers,
+    whose rows share no subspace."""
+    from . import _lpc_kernel
+    from .lpc import LinearPrediction, pack_blocks
+
+    rows, rowlen = layout(level_shape)
+    if len(level_shape) < 2 or rows <= 2 * _lpc_kernel.START_ROWS:
+        return None
+    parts = [p for p in change.parts if p.size]
+    counts = [p.size // rowlen for p in parts]
+    if len(parts) > 1 and sum(counts) == rows and all(p.size % rowlen == 0 for p in parts):
+        return LinearPrediction(blocks=pack_blocks(counts))
+    return LinearPrediction()
 
 
 # The error search above evaluates RDOQ/dq directly (no container); ``auto`` tunes both

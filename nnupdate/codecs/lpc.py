@@ -1,0 +1,126 @@
+"""``lpc`` (0x001C): lossless linear prediction of integer levels across rows.
+
+Why: the rows of an update (output units of a layer) are not independent draws. A
+layer's gradient is a sum of outer products with its inputs, whose channels are
+correlated, so the rows lie near a low-dimensional subspace: on ResNet-56's 1x1
+convolutions their eigenbasis concentrates the energy by 0.3-1 bit per value more than
+per-column scales do, on rows it was not fitted to. Sending a basis costs more than it
+saves; this stage learns the predictor from the rows already coded instead (a running
+LDL^T factor of their second moment), so the decoder rebuilds it from the levels alone
+and the entropy coder sees only what the earlier levels of the row did not predict.
+
+The stage is lossless (integers in, integers out) and sits between a quantizer and the
+entropy coder, so it changes no distortion. Its arithmetic is specified to the rounding
+(spec/CONTEXT.md §7): binary64 operations in a fixed order, no library calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CodecError
+from ..format.bodies import uvarint
+from .base import ArraySpec, ArrayToArray, check_integer_symbols, register
+from .context import layout
+
+#: levels of a row predicted from the innovations of its first ``order`` levels
+DEFAULT_ORDER = 64
+MAX_ORDER = 256
+#: the predictor's factor holds min(order, row length) x row length binary64 values:
+#: a decoder refuses more than this many (128 MiB) rather than allocate them
+MAX_FACTOR = 1 << 24
+
+
+def pack_blocks(rows: list[int]) -> bytes:
+    """The ``blocks`` parameter for blocks of ``rows`` rows each (uvarints)."""
+    return b"".join(uvarint(r) for r in rows)
+
+
+def block_starts(blocks: bytes, rows: int) -> np.ndarray:
+    """First row of every block (int64, from 0); refuses a list that does not cover exactly
+    ``rows`` rows with blocks of at least one row."""
+    if not blocks:
+        return np.zeros(1, dtype=np.int64)
+    starts = []
+    at = value = shift = 0
+    for byte in blocks:
+        if shift >= 35:
+            raise CodecError("lpc: block row count too long")
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            if value < 1 or at + value > rows:
+                raise CodecError(f"lpc: blocks do not cover the {rows} rows")
+            starts.append(at)
+            at += value
+            value = shift = 0
+    if shift or at != rows:
+        raise CodecError(f"lpc: blocks do not cover the {rows} rows")
+    return np.array(starts, dtype=np.int64)
+
+
+@register
+@dataclass(frozen=True)
+class LinearPrediction(ArrayToArray):
+    """Residuals of each level against its prediction from the row's earlier levels."""
+
+    codec_id = 0x001C
+    name = "lpc"
+    lossless = True
+    #: levels whose innovations predict the rest of the row (1-256)
+    order: int = DEFAULT_ORDER
+    #: row counts of the blocks the rows are cut into (uvarints; empty: one block); the
+    #: predictor restarts at each block, e.g. at each member of a stacked TGRP group
+    blocks: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.order <= MAX_ORDER:
+            raise ValueError(f"order must lie in [1, {MAX_ORDER}]")
+
+    def params(self) -> dict[str, int | bytes]:
+        """Only non-default parameters are stored (a missing one reads as its default)."""
+        out: dict[str, int | bytes] = {}
+        if self.order != DEFAULT_ORDER:
+            out["order"] = self.order
+        if self.blocks:
+            out["blocks"] = self.blocks
+        return out
+
+    def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
+        return ArraySpec(spec.shape, "int32")
+
+    def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, LinearPrediction]:
+        levels = check_integer_symbols(values, self.name)
+        if levels.size and (int(levels.min()) < -(1 << 31) or int(levels.max()) >= 1 << 31):
+            raise CodecError("lpc: levels outside the int32 range")
+        residuals = self._run(levels, spec, forward=True)
+        return residuals.astype(np.int32).reshape(spec.shape), self
+
+    def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
+        from .. import dtypes
+
+        levels = self._run(check_integer_symbols(encoded, self.name), spec, forward=False)
+        dtype = dtypes.storage_dtype(spec.dtype)
+        if dtype.kind not in "iu":
+            raise CodecError(f"lpc: cannot produce {spec.dtype}")
+        info = np.iinfo(dtype)  # type: ignore[type-var]
+        if levels.size and (int(levels.min()) < info.min or int(levels.max()) > info.max):
+            raise CodecError(f"lpc: decoded levels overflow {spec.dtype}")
+        return levels.astype(dtype).reshape(spec.shape)
+
+    def _run(self, values: np.ndarray, spec: ArraySpec, forward: bool) -> np.ndarray:
+        from . import _lpc_kernel
+
+        rows, rowlen = layout(spec.shape)
+        if values.size != rows * rowlen:
+            raise CodecError("lpc: value count does not match the shape")
+        starts = block_starts(self.blocks, rows)
+        longest = int(np.max(np.diff(np.append(starts, rows)))) if rows else 0
+        if min(self.order, rowlen) * rowlen > MAX_FACTOR and longest > _lpc_kernel.START_ROWS:
+            raise CodecError(f"lpc: a row of {rowlen} with order {self.order} exceeds the predictor's size limit")
+        out = np.empty(values.size, dtype=np.int64)
+        if _lpc_kernel.run(np.ascontiguousarray(values), rows, rowlen, self.order, starts, int(forward), out):
+            raise CodecError("lpc: a level or residual leaves the int32 range")
+        return out
