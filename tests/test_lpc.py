@@ -19,27 +19,11 @@ def spec_lpc(values: list[int], rows: int, rowlen: int, order: int, blocks: list
     """§7 as written: Python floats are binary64 with every operation rounded once."""
     width = min(order, rowlen)
     out = [0] * (rows * rowlen)
+    levels = values if forward else out  # the levels: given (encoder) or decoded so far
     first = 0
     for count in blocks or [rows]:
-        fac = [[0.0] * rowlen for _ in range(width)]
-        dia = [0.0] * width
-
-        def level(t: int, i: int) -> int:
-            return values[(first + t) * rowlen + i] if forward else out[(first + t) * rowlen + i]
-
-        def update(t: int) -> None:
-            w = [float(level(t, i)) for i in range(rowlen)]
-            a = 1.0
-            for j in range(width):
-                p = w[j]
-                d = dia[j] + a * p * p
-                b = p * a / d
-                a = a * dia[j] / d
-                dia[j] = d
-                for i in range(j + 1, rowlen):
-                    w[i] = w[i] - p * fac[j][i]
-                    fac[j][i] = fac[j][i] + b * w[i]
-
+        fac: list[list[float]] = []
+        dia: list[float] = []
         for t in range(count):
             base = (first + t) * rowlen
             if t < 4:
@@ -47,15 +31,14 @@ def spec_lpc(values: list[int], rows: int, rowlen: int, order: int, blocks: list
                 continue
             if t == 4:
                 energy = 0.0
-                for u in range(4):
-                    for i in range(rowlen):
-                        v = float(level(u, i))
-                        energy = energy + v * v
+                for i in range(first * rowlen, base):
+                    v = float(levels[i])
+                    energy = energy + v * v
                 delta = 1.0 + 16.0 * energy / float(rowlen)
                 dia = [delta] * width
                 fac = [[0.0] * rowlen for _ in range(width)]
                 for u in range(4):
-                    update(u)
+                    spec_update(levels[(first + u) * rowlen : (first + u + 1) * rowlen], fac, dia)
             acc = [0.0] * rowlen
             for j in range(rowlen):
                 p = acc[j]
@@ -67,9 +50,24 @@ def spec_lpc(values: list[int], rows: int, rowlen: int, order: int, blocks: list
                     e = float(x) - p
                     for i in range(j + 1, rowlen):
                         acc[i] = acc[i] + fac[j][i] * e
-            update(t)
+            spec_update(levels[base : base + rowlen], fac, dia)
         first += count
     return out
+
+
+def spec_update(row: list[int], fac: list[list[float]], dia: list[float]) -> None:
+    """``update(x)`` of §7: the rank-one update of the factor, on its first W columns."""
+    w = [float(v) for v in row]
+    a = 1.0
+    for j in range(len(dia)):
+        p = w[j]
+        d = dia[j] + a * p * p
+        b = p * a / d
+        a = a * dia[j] / d
+        dia[j] = d
+        for i in range(j + 1, len(w)):
+            w[i] = w[i] - p * fac[j][i]
+            fac[j][i] = fac[j][i] + b * w[i]
 
 
 @st.composite

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CodecError
+from ..format import ParamValue
 from ..format.bodies import uvarint
 from .base import ArraySpec, ArrayToArray, check_integer_symbols, register
 from .context import layout
@@ -79,9 +80,9 @@ class LinearPrediction(ArrayToArray):
         if not 1 <= self.order <= MAX_ORDER:
             raise ValueError(f"order must lie in [1, {MAX_ORDER}]")
 
-    def params(self) -> dict[str, int | bytes]:
+    def params(self) -> dict[str, ParamValue]:
         """Only non-default parameters are stored (a missing one reads as its default)."""
-        out: dict[str, int | bytes] = {}
+        out: dict[str, ParamValue] = {}
         if self.order != DEFAULT_ORDER:
             out["order"] = self.order
         if self.blocks:

@@ -91,6 +91,7 @@ def run_tail(tail: Sequence[Stage], values: np.ndarray, spec: ArraySpec) -> tupl
     stages = list(tail)
     while isinstance(stages[0], ArrayToArray):
         stage = stages.pop(0)
+        assert isinstance(stage, ArrayToArray)
         values, done_a = stage.encode(values, spec)
         spec = stage.encoded_spec(spec)
         resolved.append(done_a)

@@ -15,8 +15,9 @@ import nnupdate
 from nnupdate.codecs.base import ArraySpec, Stage
 from nnupdate.codecs.context import Context
 from nnupdate.codecs.dq import DependentQuantizer
+from nnupdate.codecs.lpc import LinearPrediction, pack_blocks
 from nnupdate.codecs.rdoq import RdoqQuantizer
-from nnupdate.format import Combine, TensorRecord, UpdateKind
+from nnupdate.format import Combine, StageRecord, TensorRecord, UpdateKind
 
 from . import Case, build, encode_tensor, rng
 
@@ -202,6 +203,43 @@ def _neg_segment_lengths() -> bytes:
     good = _ctx_payload(q, Context(seg=1))
     return _record("s", "int32", (3, 3), [Context(seg=1)], (len(good)).to_bytes(4, "little") + good[4:])
 
+def _predicted_levels() -> dict[str, np.ndarray]:
+    """Levels whose rows share a few directions (what ``lpc`` predicts), and edge cases."""
+    g = rng(76)
+    linear = np.rint(g.standard_normal((40, 3)) @ g.standard_normal((3, 24)) * 9 + g.laplace(size=(40, 24))).astype(np.int32)
+    conv = np.rint(g.standard_normal((20, 2)) @ g.standard_normal((2, 9)) * 5).astype(np.int16).reshape(20, 1, 3, 3)
+    wide = np.rint(g.standard_normal((9, 2)) @ g.standard_normal((2, 6)) * 2.0**28).astype(np.int32)
+    return {"linear": linear, "conv": conv, "wide": wide, "four-rows": linear[:4].copy(), "one-row": linear[0].copy()}
+
+
+def _lpc() -> tuple[bytes, dict[str, np.ndarray]]:
+    arrays = _predicted_levels()
+    stages = {"linear": LinearPrediction(), "conv": LinearPrediction(order=3, blocks=pack_blocks([6, 10, 4])),
+              "wide": LinearPrediction(order=2), "four-rows": LinearPrediction(), "one-row": LinearPrediction()}
+    records = [encode_tensor(name, a, [stages[name], Context()]) for name, a in arrays.items()]
+    return build(records, kind=UpdateKind.FULL), arrays
+
+
+def _correlated_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A linear layer and two 1x1 convolutions whose delta rows share four directions."""
+    g = rng(77)
+    shapes = {"fc.weight": (48, 40), "p1.weight": (24, 16, 1, 1), "p2.weight": (20, 16, 1, 1)}
+    base = {k: g.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    new = {}
+    for k, v in base.items():
+        rows, cols = v.shape[0], int(np.prod(v.shape[1:]))
+        d = g.standard_normal((rows, 4)) @ g.standard_normal((4, cols)) + 0.3 * g.standard_normal((rows, cols))
+        new[k] = (v + 0.002 * d.reshape(v.shape)).astype(np.float32)
+    return base, new
+
+
+def _neg_lpc(stage_params: dict[str, object], residuals: np.ndarray, dtype: str = "int32") -> bytes:
+    payload = _ctx_payload(residuals.astype(np.int32), Context())
+    rec = TensorRecord("p", dtype, residuals.shape, Combine.REPLACE, nnupdate.Role.UNKNOWN,
+                       [StageRecord(LinearPrediction.codec_id, stage_params), Context().record()], payload)
+    return build([rec], kind=UpdateKind.FULL)
+
+
 # fmt: off
 def _row_group_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Convolutions sharing row lengths (72 and 96, the latter 1x1): the ctx codec stacks
@@ -265,6 +303,18 @@ CASES = [
          lambda: nnupdate.diff(*_low_rank_models()).encode("ctx:max_rel_error=0.05"), base=lambda: _low_rank_models()[0]),
     Case("context-codec-uniform-ctx", "codec uniform with coder=ctx", lambda: _codec("uniform:max_rel_error=0.05,coder=ctx"),
          base=_base),
+    Case("context-lpc", "lpc (0x001C, CONTEXT.md §7) + ctx: rows near a 3-D subspace (order 64), a 3x3 conv in "
+         "three blocks with order 3 (int16), values near 2**30 with order 2, four rows (nothing predicted), one row",
+         lambda: _lpc()[0], expected=lambda: _lpc()[1]),
+    Case("context-codec-ctx-lpc", "codec ctx with dependent quantization on layers whose rows share four directions: "
+         "dq | lpc | ctx(dq=1), the 1x1 convolutions as one TGRP row group with one lpc block per member",
+         lambda: nnupdate.diff(*_correlated_models()).encode("ctx:step=0.0015,quant=dq"), base=lambda: _correlated_models()[0]),
+    Case("context-neg-lpc-blocks", "lpc whose blocks (6, 6) do not add up to the 10 rows",
+         lambda: _neg_lpc({"blocks": b"\x06\x06"}, np.zeros((10, 4), np.int32)), error="CodecError"),
+    Case("context-neg-lpc-order", "lpc with order 0", lambda: _neg_lpc({"order": 0}, np.zeros((10, 4), np.int32)),
+         error="FormatError"),
+    Case("context-neg-lpc-overflow", "lpc residuals at 2**31-1 whose prediction takes the level past the int32 range",
+         lambda: _neg_lpc({}, np.full((8, 2), 2**31 - 1, np.int32)), error="CodecError"),
     Case("context-neg-trailing-zero", "ctx payload ending in a zero byte", _neg_trailing_zero, error="CodecError"),
     Case("context-neg-check-bits", "ctx with check=16 whose last byte is missing", _neg_check_bits, error="CodecError"),
     Case("context-neg-overflow", "ctx level 300 in an int8 tensor", _neg_overflow_type, error="CodecError"),
