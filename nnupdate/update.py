@@ -338,7 +338,11 @@ def encode_change(
     # dry only where the distortion can be had without the tail: integer symbols from array
     # stages, then lossless stages only
     dry = dry and bool(prefix) and not dtypes.is_float(symbol_spec.dtype) and all(s.lossless for tail in plan.tails for s in tail)
-    best = (b"", list(plan.tails[0])) if dry else pipelines.smallest_tail(plan.tails, symbols, symbol_spec, change.name)
+    if dry:
+        best = (b"", list(plan.tails[0]))
+    else:
+        tails = plan.narrow(symbols, symbol_spec) if plan.narrow is not None else plan.tails
+        best = pipelines.smallest_tail(tails, symbols, symbol_spec, change.name)
     stages = Pipeline(tuple(prefix + best[1]))
     record.stages = [s.record() for s in stages.stages]
     record.payload = best[0]

@@ -206,3 +206,21 @@ def test_ctx_codec_keeps_the_predictor_where_it_pays() -> None:
         assert err < 0.06
     pipelines = {t.name: t.pipeline for t in with_pred.tensors}
     assert "lpc(blocks=<2>)" in pipelines["group of 2 (conv_a.weight, ...)"]  # one block per member
+
+
+def test_the_encoder_narrows_its_tails_by_a_look_at_the_residuals() -> None:
+    """Levels the predictor clearly helps are coded through it alone (its residuals reused,
+    not recomputed), levels it cannot help are coded directly, without a second ctx pass."""
+    from nnupdate.codecs.lpc import PredictedLevels
+    from nnupdate.codecs.rdoq import _narrow_prediction
+
+    rng = np.random.default_rng(5)
+    spec = ArraySpec((120, 40), "int32")
+    structured = np.rint(rng.normal(size=(120, 3)) @ rng.normal(size=(3, 40)) * 15).astype(np.int64)
+    noise = np.rint(rng.laplace(size=(120, 40)) * 4).astype(np.int64)
+    predictor, coder = LinearPrediction(), Context()
+    (tail,) = _narrow_prediction(predictor, coder, structured, spec)
+    assert isinstance(tail[0], PredictedLevels) and tail[1] == coder
+    handed, resolved = tail[0].encode(structured, spec)
+    assert resolved == predictor and np.array_equal(handed, predictor.encode(structured, spec)[0])
+    assert _narrow_prediction(predictor, coder, noise, spec) == ((coder,),)

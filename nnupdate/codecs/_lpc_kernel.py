@@ -33,58 +33,92 @@ MAX_PREDICTION = float(1 << 31)
 def run(values: np.ndarray, rows: int, rowlen: int, order: int, starts: np.ndarray, forward: int, out: np.ndarray) -> int:  # pragma: no cover - compiled
     """Residuals of ``values`` (``forward``) or levels from residuals, into ``out`` (int64,
     C order, ``rows * rowlen``); ``starts``: first row of each block, ascending, from 0.
-    Returns 0, or 1 when a level or residual leaves the int32 range."""
+    Returns 0, or 1 when a level or residual leaves the int32 range.
+
+    Row ``t``'s rank-one update runs in the same pass as row ``t + 1``'s prediction: column
+    ``j`` of the factor is final once the update has passed it, and the prediction reads it
+    right then, so each factor entry is loaded and stored once per row instead of three
+    times (the loop is bound by that traffic). Every value sees the operations of §7 in
+    their order; only independent operations interleave.
+    """
     width = min(order, rowlen)
     nblocks = starts.shape[0]
     predicted = False  # a block long enough to predict: only then allocate the factor
     for bi in range(nblocks):
         if (starts[bi + 1] if bi + 1 < nblocks else rows) - starts[bi] > START_ROWS:
             predicted = True
-    if not predicted:
-        width = 0
-        rowlen_f = 1
-    else:
-        rowlen_f = rowlen
-    fac = np.zeros((max(width, 1), rowlen_f), dtype=np.float64)  # fac[j, i]: L[i][j], j < min(i, width)
+    size = rowlen if predicted else 1
+    fac = np.zeros((max(width, 1), size), dtype=np.float64)  # fac[j, i]: L[i][j], j < min(i, width)
     dia = np.zeros(max(width, 1), dtype=np.float64)
-    acc = np.zeros(rowlen_f, dtype=np.float64)
-    w = np.zeros(rowlen_f, dtype=np.float64)
+    acc = np.zeros(size, dtype=np.float64)
+    w = np.zeros(size, dtype=np.float64)
+    levels = values if forward else out
     for bi in range(nblocks):
         first = starts[bi]
         end = starts[bi + 1] if bi + 1 < nblocks else rows
-        for t in range(first, end):
-            base = t * rowlen
-            k = t - first
-            if k < START_ROWS:
-                for i in range(rowlen):
-                    out[base + i] = values[base + i]
-            else:
-                if k == START_ROWS:
-                    _start(values if forward else out, first, rowlen, width, fac, dia, w)
-                for i in range(rowlen):
-                    acc[i] = 0.0
-                for j in range(rowlen):
-                    p = acc[j]
-                    pred = 0
-                    if abs(p) <= MAX_PREDICTION:
-                        pred = int(np.rint(p))
-                    if forward:
-                        x = values[base + j]
-                        r = x - pred
-                        if r > 2147483647 or r < -2147483648:
-                            return 1
-                        out[base + j] = r
-                    else:
-                        x = values[base + j] + pred
-                        if x > 2147483647 or x < -2147483648:
-                            return 1
-                        out[base + j] = x
-                    if j < width:
-                        e = float(x) - p
-                        _axpy(acc[j + 1 :], fac[j, j + 1 :], e)
-            if k >= START_ROWS:
-                _update(values if forward else out, base, rowlen, width, fac, dia, w)
+        for t in range(first, min(end, first + START_ROWS)):
+            for i in range(rowlen):
+                out[t * rowlen + i] = values[t * rowlen + i]
+        if end - first <= START_ROWS:
+            continue
+        _start(levels, first, rowlen, width, fac, dia, w)
+        for t in range(first + START_ROWS, end):
+            if not _predict_row(values, out, levels, t * rowlen, (t - 1) * rowlen, rowlen, width, forward, fac, dia, acc, w):
+                return 1
     return 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _predict_row(
+    values: np.ndarray, out: np.ndarray, levels: np.ndarray, base: int, prev: int, rowlen: int, width: int, forward: int,
+    fac: np.ndarray, dia: np.ndarray, acc: np.ndarray, w: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """Update the factor by the row at ``prev`` and predict the row at ``base``, fused;
+    False when a level or residual leaves the int32 range."""
+    for i in range(rowlen):
+        w[i] = float(levels[prev + i])
+        acc[i] = 0.0
+    a = 1.0
+    for j in range(rowlen):
+        pw = 0.0
+        b = 0.0
+        if j < width:  # column j of the update by the previous row (§7 ``update``)
+            pw = w[j]
+            d = dia[j] + a * pw * pw
+            b = pw * a / d
+            a = a * dia[j] / d
+            dia[j] = d
+        p = acc[j]
+        pred = 0
+        if abs(p) <= MAX_PREDICTION:
+            pred = int(np.rint(p))
+        if forward:
+            x = values[base + j]
+            r = x - pred
+            if r > 2147483647 or r < -2147483648:
+                return False
+            out[base + j] = r
+        else:
+            x = values[base + j] + pred
+            if x > 2147483647 or x < -2147483648:
+                return False
+            out[base + j] = x
+        if j < width:
+            _column(w[j + 1 :], fac[j, j + 1 :], acc[j + 1 :], pw, b, float(x) - p)
+    return True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _column(w: np.ndarray, col: np.ndarray, acc: np.ndarray, p: float, b: float, e: float) -> None:  # pragma: no cover - compiled
+    """Column ``j`` of the update (``w -= p * col``, then ``col += b * w``), then its term
+    of the prediction (``acc += col * e``), element by element: a loop over slices from 0,
+    which vectorises."""
+    for i in range(w.size):
+        wi = w[i] - p * col[i]
+        w[i] = wi
+        f = col[i] + b * wi
+        col[i] = f
+        acc[i] = acc[i] + f * e
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -101,7 +135,7 @@ def _start(levels: np.ndarray, first: int, rowlen: int, width: int, fac: np.ndar
         dia[j] = delta
         for i in range(rowlen):
             fac[j, i] = 0.0
-    for t in range(START_ROWS):
+    for t in range(START_ROWS - 1):  # the last of them updates in the first prediction's pass
         _update(levels, (first + t) * rowlen, rowlen, width, fac, dia, w)
 
 
@@ -119,13 +153,6 @@ def _update(levels: np.ndarray, base: int, rowlen: int, width: int, fac: np.ndar
         a = a * dia[j] / d
         dia[j] = d
         _rotate(w[j + 1 :], fac[j, j + 1 :], p, b)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _axpy(acc: np.ndarray, col: np.ndarray, e: float) -> None:  # pragma: no cover - compiled
-    """``acc += col * e``, element by element (a loop over a slice from 0: it vectorises)."""
-    for i in range(acc.size):
-        acc[i] = acc[i] + col[i] * e
 
 
 @njit(cache=True, nogil=True, inline="always")

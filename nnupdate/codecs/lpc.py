@@ -34,6 +34,12 @@ MAX_ORDER = 256
 MAX_FACTOR = 1 << 24
 
 
+def log_magnitude(levels: np.ndarray) -> float:
+    """``sum(log2(1 + |q|))``: a cheap stand-in for what levels cost an adaptive coder, to
+    compare levels with their residuals before coding either."""
+    return float(np.sum(np.log2(1.0 + np.abs(levels, dtype=np.float64))))
+
+
 def pack_blocks(rows: list[int]) -> bytes:
     """The ``blocks`` parameter for blocks of ``rows`` rows each (uvarints)."""
     return b"".join(uvarint(r) for r in rows)
@@ -125,3 +131,27 @@ class LinearPrediction(ArrayToArray):
         if _lpc_kernel.run(np.ascontiguousarray(values), rows, rowlen, self.order, starts, int(forward), out):
             raise CodecError("lpc: a level or residual leaves the int32 range")
         return out
+
+
+@dataclass(frozen=True, eq=False)
+class PredictedLevels(ArrayToArray):
+    """The residuals of ``stage`` on the levels at hand, computed already (an encoder that
+    looked at them to choose its tails): encoding hands them over as the stage's output
+    instead of predicting twice. Never stored; its resolved stage is ``stage``."""
+
+    codec_id = LinearPrediction.codec_id
+    name = LinearPrediction.name
+    lossless = True
+    stage: LinearPrediction
+    residuals: np.ndarray
+
+    def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
+        return self.stage.encoded_spec(spec)
+
+    def encode(self, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, LinearPrediction]:  # type: ignore[override]
+        if self.residuals.shape != spec.shape:
+            raise CodecError("lpc: precomputed residuals of another shape")
+        return self.residuals, self.stage
+
+    def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
+        return self.stage.decode(encoded, spec)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -24,7 +25,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import InputError
 from ..format import Combine, Role
-from .base import ArrayToArray, Stage
+from .base import ArraySpec, ArrayToArray, Stage
 from .bitpack import BitPack
 from .golomb import GolombRice
 from .rans import Rans
@@ -45,6 +46,10 @@ class Plan:
     combine: Combine
     prefix: tuple[ArrayToArray, ...] = ()
     tails: tuple[Tail, ...] = ()
+    #: optional shortcut of the encoder: given the prefix's symbols, the candidate tails
+    #: still worth encoding (a cheap look at the symbols can rule out a tail that would
+    #: lose, or one that another clearly beats); None: every tail is encoded
+    narrow: Callable[[np.ndarray, ArraySpec], tuple[Tail, ...]] | None = None
 
 
 LOSSLESS_INT_TAILS: tuple[Tail, ...] = ((Rans(),), (Raw(), Zstd()), (Raw(),))
