@@ -96,19 +96,31 @@ def matrices(draw: st.DrawFn) -> tuple[np.ndarray, int, list[int]]:
     return levels.reshape(rows, rowlen), order, blocks
 
 
+def spec_planes(values: list[int], rows: int, rowlen: int, order: int, blocks: list[int], planes: int, forward: bool) -> list[int]:
+    """§7's planes: plane k of every row as its own matrix, put back in place."""
+    width = rowlen // planes
+    out = [0] * len(values)
+    for k in range(planes):
+        index = [t * rowlen + k * width + i for t in range(rows) for i in range(width)]
+        for at, v in zip(index, spec_lpc([values[i] for i in index], rows, width, order, blocks, forward)):
+            out[at] = v
+    return out
+
+
 @settings(max_examples=150, deadline=None)
-@given(matrices())
-def test_kernel_matches_the_spec_both_ways(case: tuple[np.ndarray, int, list[int]]) -> None:
+@given(matrices(), st.sampled_from([1, 1, 2, 3]))
+def test_kernel_matches_the_spec_both_ways(case: tuple[np.ndarray, int, list[int]], planes: int) -> None:
     levels, order, blocks = case
+    levels = np.repeat(levels, planes, axis=1) + np.arange(planes * levels.shape[1]) % 3  # planes alike, not equal
     rows, rowlen = levels.shape
-    stage = LinearPrediction(order=order, blocks=pack_blocks(blocks))
+    stage = LinearPrediction(order=order, blocks=pack_blocks(blocks), planes=planes)
     spec = ArraySpec(levels.shape, "int32")
     residuals, resolved = stage.encode(levels, spec)
     flat = [int(v) for v in levels.reshape(-1)]
-    expected = spec_lpc(flat, rows, rowlen, order, blocks, forward=True)
+    expected = spec_planes(flat, rows, rowlen, order, blocks, planes, forward=True)
     assert residuals.reshape(-1).tolist() == expected
     assert resolved.decode(residuals, spec).reshape(-1).tolist() == flat
-    assert spec_lpc(expected, rows, rowlen, order, blocks, forward=False) == flat
+    assert spec_planes(expected, rows, rowlen, order, blocks, planes, forward=False) == flat
 
 
 def test_structured_rows_are_predicted_and_cost_less_through_ctx() -> None:
@@ -158,6 +170,10 @@ def test_refusals() -> None:
     with pytest.raises(CodecError):  # residuals at the edge plus a prediction overflow int32
         edge = np.tile(np.array([2**31 - 1, 2**31 - 1], dtype=np.int64), (10, 1))
         LinearPrediction().decode(edge, ArraySpec((10, 2), "int32"))
+    with pytest.raises(CodecError):  # rows of 4 do not split into 3 planes
+        LinearPrediction(planes=3).decode(levels, spec)
+    with pytest.raises(FormatError):
+        LinearPrediction.from_params({"planes": 65})
     with pytest.raises(CodecError):  # the predictor's factor would be too large to allocate
         LinearPrediction(order=256).decode(np.zeros(5 * 70000, dtype=np.int64), ArraySpec((5, 70000), "int32"))
     assert issubclass(CodecError, NNUpdateError)
@@ -174,8 +190,8 @@ def test_short_records_and_one_row_pass_through() -> None:
 
 def test_params_store_only_what_differs_from_the_defaults() -> None:
     assert LinearPrediction().params() == {}
-    stage = LinearPrediction(order=8, blocks=pack_blocks([300, 2]))
-    assert stage.params() == {"order": 8, "blocks": b"\xac\x02\x02"}
+    stage = LinearPrediction(order=8, blocks=pack_blocks([300, 2]), planes=9)
+    assert stage.params() == {"order": 8, "blocks": b"\xac\x02\x02", "planes": 9}
     assert LinearPrediction.from_params(stage.params()) == stage
 
 

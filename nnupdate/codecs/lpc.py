@@ -29,6 +29,8 @@ from .context import layout
 #: levels of a row predicted from the innovations of its first ``order`` levels
 DEFAULT_ORDER = 64
 MAX_ORDER = 256
+#: at most this many planes per row (a kernel transform has at most 64 coefficients)
+MAX_PLANES = 64
 #: the predictor's factor holds min(order, row length) x row length binary64 values:
 #: a decoder refuses more than this many (128 MiB) rather than allocate them
 MAX_FACTOR = 1 << 24
@@ -81,10 +83,16 @@ class LinearPrediction(ArrayToArray):
     #: row counts of the blocks the rows are cut into (uvarints; empty: one block); the
     #: predictor restarts at each block, e.g. at each member of a stacked TGRP group
     blocks: bytes = b""
+    #: rows cut into this many equal planes, each predicted on its own: the coefficients of
+    #: a kernel transform (CONTEXT.md §6) lie coefficient by coefficient along a row, and
+    #: one coefficient's values across input channels share a subspace, another's not
+    planes: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.order <= MAX_ORDER:
             raise ValueError(f"order must lie in [1, {MAX_ORDER}]")
+        if not 1 <= self.planes <= MAX_PLANES:
+            raise ValueError(f"planes must lie in [1, {MAX_PLANES}]")
 
     def params(self) -> dict[str, ParamValue]:
         """Only non-default parameters are stored (a missing one reads as its default)."""
@@ -93,6 +101,8 @@ class LinearPrediction(ArrayToArray):
             out["order"] = self.order
         if self.blocks:
             out["blocks"] = self.blocks
+        if self.planes != 1:
+            out["planes"] = self.planes
         return out
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
@@ -123,14 +133,20 @@ class LinearPrediction(ArrayToArray):
         rows, rowlen = layout(spec.shape)
         if values.size != rows * rowlen:
             raise CodecError("lpc: value count does not match the shape")
+        if rowlen % self.planes:
+            raise CodecError(f"lpc: rows of {rowlen} do not split into {self.planes} planes")
+        width = rowlen // self.planes
         starts = block_starts(self.blocks, rows)
         longest = int(np.max(np.diff(np.append(starts, rows)))) if rows else 0
-        if min(self.order, rowlen) * rowlen > MAX_FACTOR and longest > _lpc_kernel.START_ROWS:
-            raise CodecError(f"lpc: a row of {rowlen} with order {self.order} exceeds the predictor's size limit")
-        out = np.empty(values.size, dtype=np.int64)
-        if _lpc_kernel.run(np.ascontiguousarray(values), rows, rowlen, self.order, starts, int(forward), out):
-            raise CodecError("lpc: a level or residual leaves the int32 range")
-        return out
+        if min(self.order, width) * width > MAX_FACTOR and longest > _lpc_kernel.START_ROWS:
+            raise CodecError(f"lpc: a row of {width} with order {self.order} exceeds the predictor's size limit")
+        # plane-major: plane k of every row, as one R x width matrix after another
+        planes = np.ascontiguousarray(values.reshape(rows, self.planes, width).transpose(1, 0, 2)).reshape(self.planes, -1)
+        out = np.empty_like(planes, dtype=np.int64)
+        for plane, result in zip(planes, out):
+            if _lpc_kernel.run(plane, rows, width, self.order, starts, int(forward), result):
+                raise CodecError("lpc: a level or residual leaves the int32 range")
+        return out.reshape(self.planes, rows, width).transpose(1, 0, 2).reshape(-1)
 
 
 @dataclass(frozen=True, eq=False)

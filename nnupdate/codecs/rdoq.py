@@ -341,8 +341,10 @@ class CtxCodec(Codec):
         else:
             quantizer = RdoqQuantizer(self.step, self.resolved_lam(), self.ngt, int(self.quant == "fast"), **kernel)
         coder = Context(self.ngt, self.check, int(self.quant == "dq"))
-        if self.pred and self.quant != "fast" and not kernel:
-            predictor = _predictor(change, quantizer.encoded_spec(ArraySpec(change.shape, "float32")).shape)
+        if self.pred and self.quant != "fast":
+            taps = transform.kernel_transform(**kernel)
+            level_shape = quantizer.encoded_spec(ArraySpec(change.shape, "float32")).shape
+            predictor = _predictor(change, level_shape, taps.taps if taps is not None else 1)
             if predictor is not None:
                 narrow = functools.partial(_narrow_prediction, predictor, coder)
                 return Plan(Combine.ADD, (quantizer,), ((coder,), (predictor, coder)), narrow)
@@ -393,10 +395,11 @@ class CtxCodec(Codec):
         return out
 
 
-def _predictor(change: TensorChange, level_shape: tuple[int, ...]) -> LinearPrediction | None:
+def _predictor(change: TensorChange, level_shape: tuple[int, ...], planes: int = 1) -> LinearPrediction | None:
     """The ``lpc`` stage for ``change``'s levels, or None when they have too few rows to
     learn from. A stacked group restarts it at each member: members are different layers,
-    whose rows share no subspace."""
+    whose rows share no subspace. Kernel-transform coefficients (``planes`` of them per
+    kernel, coefficient-major along a row) are predicted coefficient by coefficient."""
     from . import _lpc_kernel
     from .lpc import LinearPrediction, pack_blocks
 
@@ -405,9 +408,10 @@ def _predictor(change: TensorChange, level_shape: tuple[int, ...]) -> LinearPred
         return None
     parts = [p for p in change.parts if p.size]
     counts = [p.size // rowlen for p in parts]
+    planes = planes if planes > 1 and rowlen % planes == 0 else 1
     if len(parts) > 1 and sum(counts) == rows and all(p.size % rowlen == 0 for p in parts):
-        return LinearPrediction(blocks=pack_blocks(counts))
-    return LinearPrediction()
+        return LinearPrediction(blocks=pack_blocks(counts), planes=planes)
+    return LinearPrediction(planes=planes)
 
 
 #: Bounds on the ratio of :func:`lpc.log_magnitude` of a record's residuals to that of its
