@@ -197,8 +197,8 @@ def test_params_store_only_what_differs_from_the_defaults() -> None:
 
 def test_ctx_codec_keeps_the_predictor_where_it_pays() -> None:
     """An update whose matrices have correlated rows (one a stack of 1x1 convolutions,
-    grouped) is coded through ``lpc`` and comes out smaller than without it, at the same
-    reconstruction; the group's predictor restarts at each member."""
+    grouped) is coded through ``lpc`` and comes out smaller than without it at the same
+    error target; the group's predictor restarts at each member."""
     from nnupdate.update import decode, diff, encode_with_report
 
     rng = np.random.default_rng(11)
@@ -214,7 +214,7 @@ def test_ctx_codec_keeps_the_predictor_where_it_pays() -> None:
     without = encode_with_report(update, "ctx:max_rel_error=0.05,quant=dq,pred=0")
     assert "lpc" in " ".join(t.pipeline for t in with_pred.tensors)
     assert len(with_pred.data) < 0.9 * len(without.data)
-    assert with_pred.relative_error == pytest.approx(without.relative_error, rel=1e-9)
+    assert with_pred.relative_error <= 0.05 and without.relative_error <= 0.05
     out = decode(with_pred.data)
     for name in new:
         got = np.asarray(out.changes[name].data, dtype=np.float64).reshape(new[name].shape)
@@ -240,3 +240,28 @@ def test_the_encoder_narrows_its_tails_by_a_look_at_the_residuals() -> None:
     handed, resolved = tail[0].encode(structured, spec)
     assert resolved == predictor and np.array_equal(handed, predictor.encode(structured, spec)[0])
     assert _narrow_prediction(predictor, coder, noise, spec) == ((coder,),)
+
+
+def test_pred_option_chooses_which_records_may_be_predicted() -> None:
+    """pred=1 predicts matrices without a kernel transform (one trellis pass then: a second
+    prices levels the coder no longer sees), pred=2 also kernel-transform coefficients,
+    one plane per coefficient; pred=0 never."""
+    from nnupdate.codecs.rdoq import CtxCodec
+    from nnupdate.update import diff
+
+    rng = np.random.default_rng(2)
+    base = {"conv.weight": rng.normal(size=(32, 8, 3, 3)).astype(np.float32), "fc.weight": rng.normal(size=(40, 24)).astype(np.float32)}
+    smooth = rng.normal(size=(32, 8, 1, 1)) + 0.1 * rng.normal(size=(32, 8, 3, 3))
+    new = {"conv.weight": (base["conv.weight"] + 1e-3 * smooth).astype(np.float32), "fc.weight": base["fc.weight"] + np.float32(1e-3)}
+    update = diff(base, new)
+    for pred, conv_planes, fc_predicted in ((0, None, False), (1, None, True), (2, 9, True)):
+        codec = CtxCodec(step=1e-4, quant="dq", pred=pred)
+        conv = codec.plan(update.changes["conv.weight"])
+        assert conv.prefix[0].params().get("dct") == b"\x03\x03"  # smooth kernels: the DCT is used
+        predictors = [t[0] for t in conv.tails if isinstance(t[0], LinearPrediction)]
+        assert [p.planes for p in predictors] == ([conv_planes] if conv_planes else [])
+        fc = codec.plan(update.changes["fc.weight"])
+        assert any(isinstance(t[0], LinearPrediction) for t in fc.tails) == fc_predicted
+        assert fc.prefix[0].passes == (1 if pred else 2)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        CtxCodec(pred=3)

@@ -162,3 +162,19 @@ def _rotate(w: np.ndarray, col: np.ndarray, p: float, b: float) -> None:  # prag
         wi = w[i] - p * col[i]
         w[i] = wi
         col[i] = col[i] + b * wi
+
+
+@njit(cache=True, nogil=True)
+def histogram_bits(values: np.ndarray, clip: int) -> float:  # pragma: no cover - compiled
+    """Bits of ``values`` under their own order-0 histogram, values beyond +-``clip`` in
+    one bin each side. Encoder only (it guides a choice, so libm's log2 is fine here)."""
+    counts = np.zeros(2 * clip + 1, dtype=np.int64)
+    for v in values:
+        counts[min(max(v, -clip), clip) + clip] += 1
+    total = 0.0
+    bits = 0.0
+    for c in counts:
+        if c:
+            total += float(c)
+            bits -= c * np.log2(c)
+    return bits + total * np.log2(total) if total else 0.0

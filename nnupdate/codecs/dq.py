@@ -110,6 +110,10 @@ class DependentQuantizer(transform.TransformedQuantizer, ArrayToArray):
     name = "dq"
     step: float = 1e-3
     lam: float = field(default=0.1, metadata=ENCODER_ONLY)
+    #: trellis passes: the first prices levels by a rate table of plain rounding, each
+    #: further one by the previous pass's levels (2: 0.1-0.2% smaller; levels coded
+    #: through ``lpc`` gain nothing from the second, which prices them, not the residuals)
+    passes: int = field(default=2, metadata=ENCODER_ONLY)
     #: kernel transform (spec/CONTEXT.md §6), stored only when set: the integer DCT of a
     #: kernel shape (``dct``, its dimensions as bytes) or an explicit int16 ``basis``
     dct: bytes = b""
@@ -119,6 +123,8 @@ class DependentQuantizer(transform.TransformedQuantizer, ArrayToArray):
     def __post_init__(self) -> None:
         check_step(self.step, self.lam)
         self.check_transform()
+        if self.passes < 1:
+            raise ValueError("passes must be >= 1")
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
         return ArraySpec(transform.level_shape(spec.shape, self.kernel_transform), "int32")
@@ -128,7 +134,7 @@ class DependentQuantizer(transform.TransformedQuantizer, ArrayToArray):
         shape = transform.level_shape(spec.shape, kernel)
         if kernel is not None:
             values = transform.forward(values, spec.shape, kernel)
-        levels = dq_levels(values, shape, self.step, self.lam)
+        levels = dq_levels(values, shape, self.step, self.lam, self.passes)
         return levels.astype(np.int32).reshape(shape), DependentQuantizer(self.step, dct=self.dct, basis=self.basis, shift=self.shift)
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:

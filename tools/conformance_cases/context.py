@@ -311,10 +311,10 @@ CASES = [
          "three blocks with order 3 (int16), values near 2**30 with order 2, four rows (nothing predicted), one row, "
          "rows of 27 in 9 planes of 3 with two blocks",
          lambda: _lpc()[0], expected=lambda: _lpc()[1]),
-    Case("context-codec-ctx-lpc", "codec ctx with dependent quantization on layers whose rows share four directions: "
+    Case("context-codec-ctx-lpc", "codec ctx (pred=2) with dependent quantization on layers whose rows share four directions: "
          "dq | lpc | ctx(dq=1), the 1x1 convolutions as one TGRP row group with one lpc block per member, a 3x3 "
          "convolution through the DCT with one lpc plane per coefficient",
-         lambda: nnupdate.diff(*_correlated_models()).encode("ctx:step=0.0015,quant=dq"), base=lambda: _correlated_models()[0]),
+         lambda: nnupdate.diff(*_correlated_models()).encode("ctx:step=0.0015,quant=dq,pred=2"), base=lambda: _correlated_models()[0]),
     Case("context-neg-lpc-blocks", "lpc whose blocks (6, 6) do not add up to the 10 rows",
          lambda: _neg_lpc({"blocks": b"\x06\x06"}, np.zeros((10, 4), np.int32)), error="CodecError"),
     Case("context-neg-lpc-order", "lpc with order 0", lambda: _neg_lpc({"order": 0}, np.zeros((10, 4), np.int32)),
