@@ -265,3 +265,28 @@ def test_pred_option_chooses_which_records_may_be_predicted() -> None:
         assert fc.prefix[0].passes == (1 if pred else 2)  # type: ignore[attr-defined]
     with pytest.raises(ValueError):
         CtxCodec(pred=3)
+
+
+def test_a_tall_record_whose_first_rows_show_no_gain_is_not_predicted_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prediction is causal, so its first rows tell: on a tall record of independent values
+    only those rows are predicted before the encoder codes the levels directly."""
+    from nnupdate.codecs.rdoq import PREDICTION_HEAD_ROWS, _narrow_prediction
+
+    rng = np.random.default_rng(9)
+    rows = 4 * PREDICTION_HEAD_ROWS + 100
+    noise = np.rint(rng.laplace(size=(rows, 24)) * 4).astype(np.int64)
+    structured = np.rint(rng.normal(size=(rows, 2)) @ rng.normal(size=(2, 24)) * 15).astype(np.int64)
+    seen: list[int] = []
+    encode = LinearPrediction.encode
+
+    def counting(self: LinearPrediction, values: np.ndarray, spec: ArraySpec) -> tuple[np.ndarray, LinearPrediction]:
+        seen.append(spec.shape[0])
+        return encode(self, values, spec)
+
+    monkeypatch.setattr(LinearPrediction, "encode", counting)
+    coder = Context()
+    assert _narrow_prediction(LinearPrediction(), coder, noise, ArraySpec(noise.shape, "int32")) == ((coder,),)
+    assert seen == [PREDICTION_HEAD_ROWS]
+    seen.clear()
+    (tail,) = _narrow_prediction(LinearPrediction(), coder, structured, ArraySpec(structured.shape, "int32"))
+    assert len(tail) == 2 and seen == [PREDICTION_HEAD_ROWS, rows]

@@ -453,11 +453,35 @@ PREDICTION_NEVER_PAYS = 1.0 - PREDICTION_MIN_SAVING + 0.01
 PREDICTION_SAMPLE_ROWS = 32
 
 
+#: A record of more than four times this many rows is first predicted on its first rows
+#: alone (``lpc`` is causal: their residuals are the whole record's there); if those show
+#: no gain, the full pass (~20 ns per value, on one core) is skipped.
+PREDICTION_HEAD_ROWS = 256
+
+
+def _head_says_no(predictor: LinearPrediction, levels: np.ndarray, spec: ArraySpec) -> bool:
+    """True when prediction does not pay on the record's first PREDICTION_HEAD_ROWS rows
+    (past the rows that only set the predictor's prior)."""
+    from . import _lpc_kernel
+    from .lpc import histogram_bits
+
+    head = levels[:PREDICTION_HEAD_ROWS]
+    try:
+        residuals, _ = predictor.encode(head, ArraySpec(head.shape, spec.dtype))
+    except CodecError:
+        return True
+    learned = slice(_lpc_kernel.START_ROWS, None)
+    return histogram_bits(residuals[learned]) > PREDICTION_NEVER_PAYS * histogram_bits(head[learned])
+
+
 def _narrow_prediction(predictor: LinearPrediction, coder: Context, levels: np.ndarray, spec: ArraySpec) -> tuple[tuple[Stage, ...], ...]:
     """The one tail to encode ``levels`` with: through the predictor, or directly."""
     from .lpc import PredictedLevels, histogram_bits
 
     direct: tuple[tuple[Stage, ...], ...] = ((coder,),)
+    rows = levels.shape[0] if levels.ndim >= 2 else 1
+    if rows > 4 * PREDICTION_HEAD_ROWS and not predictor.blocks and _head_says_no(predictor, levels, spec):
+        return direct
     try:
         residuals, _ = predictor.encode(levels, spec)
     except CodecError:
@@ -470,7 +494,6 @@ def _narrow_prediction(predictor: LinearPrediction, coder: Context, levels: np.n
         return predicted
     if ratio > PREDICTION_NEVER_PAYS:
         return direct
-    rows = levels.shape[0] if levels.ndim >= 2 else 1
     sample = max(PREDICTION_SAMPLE_ROWS, rows // 8)
     part = slice(max(0, rows - sample), rows)
     part_spec = ArraySpec((len(range(rows)[part]), *levels.shape[1:]), spec.dtype)
