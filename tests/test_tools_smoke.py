@@ -208,3 +208,17 @@ def test_bench_lossless_measures_both_lossless_modes() -> None:
     assert set(result) == {"xor", "ulp"}
     assert result["ulp"]["bits_per_param"] < result["xor"]["bits_per_param"]
     assert all(r["encode_mb_s"] > 0 and r["decode_mb_s"] > 0 for r in result.values())
+
+
+def test_layer_groups_split_by_kind_and_measure_row_structure() -> None:
+    from tools import bench_layer_groups
+
+    rng = np.random.default_rng(4)
+    deltas = {"a.weight": np.zeros((8, 4, 1, 1)), "b.weight": np.zeros((6, 4, 1, 1)), "c.weight": np.zeros((5, 9)), "a.bias": np.zeros(8)}
+    assert bench_layer_groups.groups(deltas) == {"4-D, rows of 4": ["a.weight", "b.weight"], "2-D, rows of 9": ["c.weight"], "1-D": ["a.bias"]}
+    structured = rng.normal(size=(400, 2)) @ rng.normal(size=(2, 32)) + 0.05 * rng.normal(size=(400, 32))
+    cols, basis = bench_layer_groups.held_out_gain([structured])
+    assert basis > cols + 1.0  # two directions hold the energy: the basis compacts it, column scales cannot
+    cols, basis = bench_layer_groups.held_out_gain([rng.normal(size=(400, 32))])
+    assert abs(cols) < 0.05 and abs(basis) < 0.1  # independent values: nothing to gain either way
+    assert all(np.isnan(bench_layer_groups.held_out_gain([rng.normal(size=(10, 32))])))
