@@ -242,8 +242,9 @@ class CtxCodec(Codec):
     #: learned from the rows before) on the levels of each matrix record where it saves at
     #: least PREDICTION_MIN_SAVING: 1 (default) on records without a kernel transform, 2
     #: also on kernel-transform coefficients, one predictor per coefficient (ResNet-56 at
-    #: e = 0.05: 1.3% smaller, encodes ~13% and decodes ~15% slower), 0 never (encodes
-    #: ~15% faster, decodes ~20% faster, 1-30% larger). ``quant=fast`` never predicts
+    #: e = 0.05: 1.5% smaller, encodes ~10-20% and decodes ~15-25% slower), 0 never (as
+    #: fast to encode, since the trellis then makes its second pass; decodes ~15% faster;
+    #: 0-26% larger on the issue-7 workloads). ``quant=fast`` never predicts
     pred: int = 1
 
     def __post_init__(self) -> None:
