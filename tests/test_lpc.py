@@ -290,3 +290,16 @@ def test_a_tall_record_whose_first_rows_show_no_gain_is_not_predicted_in_full(mo
     seen.clear()
     (tail,) = _narrow_prediction(LinearPrediction(), coder, structured, ArraySpec(structured.shape, "int32"))
     assert len(tail) == 2 and seen == [PREDICTION_HEAD_ROWS, rows]
+
+
+def test_kernel_matches_the_spec_at_the_default_order_on_a_realistic_layer() -> None:
+    """Order 64 over rows of 80 (so W < L), two blocks, levels of a few directions plus
+    noise: the size the codec runs at, where the factor's columns stop short of the row."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(36, 5)) @ rng.normal(size=(5, 80)) * 6 + rng.laplace(size=(36, 80)) * 2
+    levels = np.rint(x).astype(np.int64)
+    stage = LinearPrediction(blocks=pack_blocks([20, 16]))
+    residuals, _ = stage.encode(levels, ArraySpec(levels.shape, "int32"))
+    flat = [int(v) for v in levels.reshape(-1)]
+    assert residuals.reshape(-1).tolist() == spec_lpc(flat, 36, 80, 64, [20, 16], forward=True)
+    assert np.abs(residuals[24:]).mean() < 0.8 * np.abs(levels[24:]).mean()  # 16-row block: learning still
