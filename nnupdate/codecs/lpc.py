@@ -97,12 +97,17 @@ class LinearPrediction(ArrayToArray):
     #: a kernel transform (CONTEXT.md §6) lie coefficient by coefficient along a row, and
     #: one coefficient's values across input channels share a subspace, another's not
     planes: int = 1
+    #: 1: predict each block's columns from its earlier columns instead (the block's matrix
+    #: transposed): a wide matrix has more columns than rows to learn a predictor from
+    columns: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.order <= MAX_ORDER:
             raise ValueError(f"order must lie in [1, {MAX_ORDER}]")
         if not 1 <= self.planes <= MAX_PLANES:
             raise ValueError(f"planes must lie in [1, {MAX_PLANES}]")
+        if self.columns not in (0, 1):
+            raise ValueError("columns must be 0 or 1")
 
     def params(self) -> dict[str, ParamValue]:
         """Only non-default parameters are stored (a missing one reads as its default)."""
@@ -113,6 +118,8 @@ class LinearPrediction(ArrayToArray):
             out["blocks"] = self.blocks
         if self.planes != 1:
             out["planes"] = self.planes
+        if self.columns:
+            out["columns"] = self.columns
         return out
 
     def encoded_spec(self, spec: ArraySpec) -> ArraySpec:
@@ -147,16 +154,31 @@ class LinearPrediction(ArrayToArray):
             raise CodecError(f"lpc: rows of {rowlen} do not split into {self.planes} planes")
         width = rowlen // self.planes
         starts = block_starts(self.blocks, rows)
-        longest = int(np.max(np.diff(np.append(starts, rows)))) if rows else 0
-        if min(self.order, width) * width > MAX_FACTOR and longest > _lpc_kernel.START_ROWS:
-            raise CodecError(f"lpc: a row of {width} with order {self.order} exceeds the predictor's size limit")
+        bounds = np.append(starts, rows)
+        sizes = [(int(b - a), width) for a, b in zip(bounds[:-1], bounds[1:])]  # (rows, row length) per block
+        if self.columns:
+            sizes = [(n, length) for length, n in sizes]
+        for count, length in sizes:
+            if min(self.order, length) * length > MAX_FACTOR and count > _lpc_kernel.START_ROWS:
+                raise CodecError(f"lpc: a row of {length} with order {self.order} exceeds the predictor's size limit")
         # plane-major: plane k of every row, as one R x width matrix after another
-        planes = np.ascontiguousarray(values.reshape(rows, self.planes, width).transpose(1, 0, 2)).reshape(self.planes, -1)
+        planes = np.ascontiguousarray(values.reshape(rows, self.planes, width).transpose(1, 0, 2)).reshape(self.planes, rows, width)
         out = np.empty_like(planes, dtype=np.int64)
         for plane, result in zip(planes, out):
-            if _lpc_kernel.run(plane, rows, width, self.order, starts, int(forward), result):
-                raise CodecError("lpc: a level or residual leaves the int32 range")
-        return out.reshape(self.planes, rows, width).transpose(1, 0, 2).reshape(-1)
+            if not self.columns:
+                self._kernel(plane, rows, width, starts, forward, result)
+                continue
+            for a, b in zip(bounds[:-1], bounds[1:]):  # each block transposed on its own
+                done = np.empty((width, int(b - a)), dtype=np.int64)
+                self._kernel(np.ascontiguousarray(plane[a:b].T), width, int(b - a), np.zeros(1, dtype=np.int64), forward, done)
+                result[a:b] = done.T
+        return out.transpose(1, 0, 2).reshape(-1)
+
+    def _kernel(self, matrix: np.ndarray, rows: int, rowlen: int, starts: np.ndarray, forward: bool, out: np.ndarray) -> None:
+        from . import _lpc_kernel
+
+        if _lpc_kernel.run(matrix.reshape(-1), rows, rowlen, self.order, starts, int(forward), out.reshape(-1)):
+            raise CodecError("lpc: a level or residual leaves the int32 range")
 
 
 @dataclass(frozen=True, eq=False)

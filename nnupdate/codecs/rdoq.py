@@ -433,7 +433,8 @@ def _predictor(change: TensorChange, level_shape: tuple[int, ...], planes: int =
     planes = planes if planes > 1 and rowlen % planes == 0 else 1
     if len(parts) > 1 and sum(counts) == rows and all(p.size % rowlen == 0 for p in parts):
         return LinearPrediction(blocks=pack_blocks(counts), planes=planes)
-    return LinearPrediction(planes=planes)
+    # a wide matrix is predicted column by column: more of them to learn from, each shorter
+    return LinearPrediction(planes=planes, columns=int(rows < rowlen // planes))
 
 
 #: The payload saving ``lpc`` must bring to be used: decoding through it costs ~20 ns per

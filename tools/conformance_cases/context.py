@@ -210,15 +210,17 @@ def _predicted_levels() -> dict[str, np.ndarray]:
     conv = np.rint(g.standard_normal((20, 2)) @ g.standard_normal((2, 9)) * 5).astype(np.int16).reshape(20, 1, 3, 3)
     wide = np.rint(g.standard_normal((9, 2)) @ g.standard_normal((2, 6)) * 2.0**28).astype(np.int32)
     planes = np.rint(g.standard_normal((16, 2)) @ g.standard_normal((2, 27)) * 6).astype(np.int32)
+    columns = np.rint(g.standard_normal((14, 3)) @ g.standard_normal((3, 30)) * 7).astype(np.int32)
     return {"linear": linear, "conv": conv, "wide": wide, "four-rows": linear[:4].copy(), "one-row": linear[0].copy(),
-            "planes": planes}
+            "planes": planes, "columns": columns}
 
 
 def _lpc() -> tuple[bytes, dict[str, np.ndarray]]:
     arrays = _predicted_levels()
     stages = {"linear": LinearPrediction(), "conv": LinearPrediction(order=3, blocks=pack_blocks([6, 10, 4])),
               "wide": LinearPrediction(order=2), "four-rows": LinearPrediction(), "one-row": LinearPrediction(),
-              "planes": LinearPrediction(order=2, blocks=pack_blocks([9, 7]), planes=9)}
+              "planes": LinearPrediction(order=2, blocks=pack_blocks([9, 7]), planes=9),
+              "columns": LinearPrediction(order=5, blocks=pack_blocks([8, 6]), columns=1)}
     records = [encode_tensor(name, a, [stages[name], Context()]) for name, a in arrays.items()]
     return build(records, kind=UpdateKind.FULL), arrays
 
@@ -226,12 +228,14 @@ def _lpc() -> tuple[bytes, dict[str, np.ndarray]]:
 def _correlated_models() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A linear layer and two 1x1 convolutions whose delta rows share four directions."""
     g = rng(77)
-    shapes = {"fc.weight": (48, 40), "p1.weight": (24, 16, 1, 1), "p2.weight": (20, 16, 1, 1), "c3.weight": (40, 16, 3, 3)}
+    shapes = {"fc.weight": (48, 40), "p1.weight": (24, 16, 1, 1), "p2.weight": (20, 16, 1, 1), "c3.weight": (40, 16, 3, 3),
+              "wide.weight": (24, 200)}
     base = {k: g.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     new = {}
     for k, v in base.items():
         rows, cols = v.shape[0], v.shape[1]
-        d = g.standard_normal((rows, 4)) @ g.standard_normal((4, cols)) + 0.3 * g.standard_normal((rows, cols))
+        rank, noise = (12, 1.0) if k == "wide.weight" else (4, 0.3)  # wide: no low-rank code beats prediction
+        d = g.standard_normal((rows, rank)) @ g.standard_normal((rank, cols)) + noise * g.standard_normal((rows, cols))
         d = d.reshape(v.shape[:2] + (1,) * (v.ndim - 2)) + 0.2 * g.standard_normal(v.shape)  # 3x3: smooth kernels
         new[k] = (v + 0.002 * d).astype(np.float32)
     return base, new
@@ -309,11 +313,11 @@ CASES = [
          base=_base),
     Case("context-lpc", "lpc (0x001C, CONTEXT.md §7) + ctx: rows near a 3-D subspace (order 64), a 3x3 conv in "
          "three blocks with order 3 (int16), values near 2**30 with order 2, four rows (nothing predicted), one row, "
-         "rows of 27 in 9 planes of 3 with two blocks",
+         "rows of 27 in 9 planes of 3 with two blocks, a 14x30 matrix predicted by columns in two blocks (order 5)",
          lambda: _lpc()[0], expected=lambda: _lpc()[1]),
     Case("context-codec-ctx-lpc", "codec ctx (pred=2) with dependent quantization on layers whose rows share four directions: "
          "dq | lpc | ctx(dq=1), the 1x1 convolutions as one TGRP row group with one lpc block per member, a 3x3 "
-         "convolution through the DCT with one lpc plane per coefficient",
+         "convolution through the DCT with one lpc plane per coefficient, a 24x200 layer predicted by columns",
          lambda: nnupdate.diff(*_correlated_models()).encode("ctx:step=0.0015,quant=dq,pred=2"), base=lambda: _correlated_models()[0]),
     Case("context-neg-lpc-blocks", "lpc whose blocks (6, 6) do not add up to the 10 rows",
          lambda: _neg_lpc({"blocks": b"\x06\x06"}, np.zeros((10, 4), np.int32)), error="CodecError"),
