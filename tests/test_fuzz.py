@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import resource
 import struct
+from pathlib import Path
 
 import crc32c
 import numpy as np
@@ -53,6 +54,10 @@ def _sample_ctx(transform: str) -> bytes:
 
 
 SAMPLE_CTX = [_sample_ctx("dct"), _sample_ctx("klt")]
+#: row prediction (spec/CONTEXT.md §7): blocks per group member, planes of DCT coefficients,
+#: columns of a wide matrix, and the stage alone with several orders
+CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
+SAMPLE_LPC = [(CONFORMANCE / name).read_bytes() for name in ("context-codec-ctx-lpc.nnu", "context-lpc.nnu")]
 SAMPLE_RAW = nnupdate.full({"w": np.linspace(0, 1, 40, dtype=np.float32), "i": np.arange(30, dtype=np.int8)}).encode(
     "zstd"
 )
@@ -126,7 +131,7 @@ def _rebuild(preamble: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutations_behind_valid_checksums_raise_only_nnupdate_errors(data: st.DataObject) -> None:
-    source = data.draw(st.sampled_from([SAMPLE, SAMPLE_RAW, SAMPLE_ULP, *SAMPLE_CTX]))
+    source = data.draw(st.sampled_from([SAMPLE, SAMPLE_RAW, SAMPLE_ULP, *SAMPLE_CTX, *SAMPLE_LPC]))
     chunks = _chunks(source)
     which = data.draw(st.integers(0, len(chunks) - 2))  # any chunk but IEND
     ctype, body = chunks[which]

@@ -193,11 +193,13 @@ def test_refusals() -> None:
 
 
 def test_short_records_and_one_row_pass_through() -> None:
-    for shape in ((4, 7), (1, 30), (0, 5), (3,)):
+    for shape in ((4, 7), (1, 30), (0, 5), (3,), (10, 0), (0, 12)):
         levels = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
         spec = ArraySpec(shape, "int32")
         residuals, stage = LinearPrediction().encode(levels, spec)
         assert np.array_equal(residuals, levels)
+        assert np.array_equal(stage.decode(residuals, spec), levels)
+        residuals, stage = LinearPrediction(columns=1).encode(levels, spec)  # (4, 7): 7 rows of 4, predicted
         assert np.array_equal(stage.decode(residuals, spec), levels)
 
 

@@ -41,6 +41,8 @@ def run(values: np.ndarray, rows: int, rowlen: int, order: int, starts: np.ndarr
     times (the loop is bound by that traffic). Every value sees the operations of §7 in
     their order; only independent operations interleave.
     """
+    if rowlen == 0:
+        return 0  # empty rows: nothing to predict (and no prior to divide by their length)
     width = min(order, rowlen)
     nblocks = starts.shape[0]
     predicted = False  # a block long enough to predict: only then allocate the factor
