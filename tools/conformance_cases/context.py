@@ -212,7 +212,7 @@ def _predicted_levels() -> dict[str, np.ndarray]:
     planes = np.rint(g.standard_normal((16, 2)) @ g.standard_normal((2, 27)) * 6).astype(np.int32)
     columns = np.rint(g.standard_normal((14, 3)) @ g.standard_normal((3, 30)) * 7).astype(np.int32)
     return {"linear": linear, "conv": conv, "wide": wide, "four-rows": linear[:4].copy(), "one-row": linear[0].copy(),
-            "planes": planes, "columns": columns}
+            "planes": planes, "columns": columns, "empty-rows": np.zeros((10, 0), np.int32)}
 
 
 def _lpc() -> tuple[bytes, dict[str, np.ndarray]]:
@@ -220,7 +220,7 @@ def _lpc() -> tuple[bytes, dict[str, np.ndarray]]:
     stages = {"linear": LinearPrediction(), "conv": LinearPrediction(order=3, blocks=pack_blocks([6, 10, 4])),
               "wide": LinearPrediction(order=2), "four-rows": LinearPrediction(), "one-row": LinearPrediction(),
               "planes": LinearPrediction(order=2, blocks=pack_blocks([9, 7]), planes=9),
-              "columns": LinearPrediction(order=5, blocks=pack_blocks([8, 6]), columns=1)}
+              "columns": LinearPrediction(order=5, blocks=pack_blocks([8, 6]), columns=1), "empty-rows": LinearPrediction()}
     records = [encode_tensor(name, a, [stages[name], Context()]) for name, a in arrays.items()]
     return build(records, kind=UpdateKind.FULL), arrays
 
@@ -313,7 +313,8 @@ CASES = [
          base=_base),
     Case("context-lpc", "lpc (0x001C, CONTEXT.md §7) + ctx: rows near a 3-D subspace (order 64), a 3x3 conv in "
          "three blocks with order 3 (int16), values near 2**30 with order 2, four rows (nothing predicted), one row, "
-         "rows of 27 in 9 planes of 3 with two blocks, a 14x30 matrix predicted by columns in two blocks (order 5)",
+         "rows of 27 in 9 planes of 3 with two blocks, a 14x30 matrix predicted by columns in two blocks (order 5), "
+         "ten rows of no elements",
          lambda: _lpc()[0], expected=lambda: _lpc()[1]),
     Case("context-codec-ctx-lpc", "codec ctx (pred=2) with dependent quantization on layers whose rows share four directions: "
          "dq | lpc | ctx(dq=1), the 1x1 convolutions as one TGRP row group with one lpc block per member, a 3x3 "
