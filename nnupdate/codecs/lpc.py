@@ -4,10 +4,11 @@ Why: the rows of an update (output units of a layer) are not independent draws. 
 layer's gradient is a sum of outer products with its inputs, whose channels are
 correlated, so the rows lie near a low-dimensional subspace: on ResNet-56's 1x1
 convolutions, on rows it was not fitted to, their eigenbasis concentrates the energy by
-0.3-0.7 bits per value, per-column scales by 0.06-0.09 (tools/bench_layer_groups.py). Sending a basis costs more than it
-saves; this stage learns the predictor from the rows already coded instead (a running
-LDL^T factor of their second moment), so the decoder rebuilds it from the levels alone
-and the entropy coder sees only what the earlier levels of the row did not predict.
+0.3-0.7 bits per value, per-column scales by 0.06-0.09 (tools/bench_layer_groups.py).
+Sending a basis costs more than it saves; this stage learns the predictor from the rows
+already coded instead (a running LDL^T factor of their second moment), so the decoder
+rebuilds it from the levels alone and the entropy coder sees only what the earlier
+levels of the row did not predict.
 
 The stage is lossless (integers in, integers out) and sits between a quantizer and the
 entropy coder, so it changes no distortion. Its arithmetic is specified to the rounding
@@ -34,8 +35,6 @@ MAX_PLANES = 64
 #: the predictor's factor holds min(order, row length) x row length binary64 values:
 #: a decoder refuses more than this many (128 MiB) rather than allocate them
 MAX_FACTOR = 1 << 24
-
-
 #: :func:`histogram_bits` counts values beyond +-this in one bin each side
 HISTOGRAM_CLIP = 64
 
