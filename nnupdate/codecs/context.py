@@ -215,14 +215,14 @@ class Context(ArrayToBytes):
         if spec.size == 0:
             if data:
                 raise CodecError("ctx: payload for an empty array must be empty")
-            return _to_spec(np.zeros(0, dtype=np.int64), spec)
+            return integer_levels(np.zeros(0, dtype=np.int64), spec)
         if self.low:
             size = -(-spec.size * self.low // 8)
             if len(data) < size:
                 raise CodecError(f"ctx: payload too short for {self.low} raw low bits of {spec.size} values")
             high = dataclasses.replace(self, low=0)._decode_levels(data[size:], spec)
-            return _to_spec((high << self.low) + _unpack_low(data[:size], spec.size, self.low), spec, wide=True)
-        return _to_spec(self._decode_levels(data, spec), spec)
+            return integer_levels((high << self.low) + _unpack_low(data[:size], spec.size, self.low), spec, wide=True)
+        return integer_levels(self._decode_levels(data, spec), spec)
 
     def _decode_levels(self, data: bytes, spec: ArraySpec) -> np.ndarray:
         """The coded levels (int64, C order) of ``data``: one stream or segments (§2.6)."""
@@ -295,19 +295,20 @@ def _unpack_low(data: bytes, count: int, low: int) -> np.ndarray:
     return _bits_kernel.unpack(np.frombuffer(data, dtype=np.uint8), count, low).astype(np.int64)
 
 
-def _to_spec(values: np.ndarray, spec: ArraySpec, wide: bool = False) -> np.ndarray:
-    """``values`` in the spec's integer type, refused if one does not fit. The coded levels
-    are bounded by 2**31 - 1, so an int32 or wider signed target needs no check; with raw
-    low bits (``wide``, §2.7) they reach 2**(31 + low), and every target is checked."""
+def integer_levels(values: np.ndarray, spec: ArraySpec, wide: bool = False, what: str = "ctx") -> np.ndarray:
+    """``values`` in the spec's integer type, refused if one does not fit. Levels decoded
+    by ``ctx`` (or predicted back by ``lpc``) lie within +-(2**31 - 1) plus one, so an int32
+    or wider signed target needs no check; with raw low bits (``wide``, §2.7) they reach
+    2**(31 + low), and every target is checked."""
     from .. import dtypes
 
     dtype = dtypes.storage_dtype(spec.dtype)
     if dtype.kind not in "iu":
-        raise CodecError(f"ctx: cannot produce {spec.dtype}")
+        raise CodecError(f"{what}: cannot produce {spec.dtype}")
     info = np.iinfo(dtype)  # type: ignore[type-var]
-    fits = not wide and info.min <= -MAX_LEVEL and info.max >= MAX_LEVEL
+    fits = not wide and info.min <= -MAX_LEVEL - 1 and info.max >= MAX_LEVEL
     if not fits and values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
-        raise CodecError(f"ctx: decoded values overflow {spec.dtype}")
+        raise CodecError(f"{what}: decoded values overflow {spec.dtype}")
     return values.astype(dtype).reshape(spec.shape)
 
 

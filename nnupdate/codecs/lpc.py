@@ -25,7 +25,7 @@ from ..errors import CodecError
 from ..format import ParamValue
 from ..format.bodies import uvarint
 from .base import ArraySpec, ArrayToArray, check_integer_symbols, register
-from .context import layout
+from .context import integer_levels, layout
 
 #: levels of a row predicted from the innovations of its first ``order`` levels
 DEFAULT_ORDER = 64
@@ -132,16 +132,8 @@ class LinearPrediction(ArrayToArray):
         return residuals.astype(np.int32).reshape(spec.shape), self
 
     def decode(self, encoded: np.ndarray, spec: ArraySpec) -> np.ndarray:
-        from .. import dtypes
-
         levels = self._run(check_integer_symbols(encoded, self.name), spec, forward=False)
-        dtype = dtypes.storage_dtype(spec.dtype)
-        if dtype.kind not in "iu":
-            raise CodecError(f"lpc: cannot produce {spec.dtype}")
-        info = np.iinfo(dtype)  # type: ignore[type-var]
-        if levels.size and (int(levels.min()) < info.min or int(levels.max()) > info.max):
-            raise CodecError(f"lpc: decoded levels overflow {spec.dtype}")
-        return levels.astype(dtype).reshape(spec.shape)
+        return integer_levels(levels, spec, what=self.name)  # the kernel kept them within int32
 
     def _run(self, values: np.ndarray, spec: ArraySpec, forward: bool) -> np.ndarray:
         from . import _lpc_kernel
